@@ -1,0 +1,205 @@
+// qdedup info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "commands/command.h"
+#include "qcow2/chain.h"
+#include "qcow2/image.h"
+#include "qcow2/info.h"
+#include "util/size.h"
+#include "util/text.h"
+
+namespace qdedup::commands {
+
+namespace {
+
+using nlohmann::ordered_json;
+using qcow2::ImageInfo;
+
+struct InfoArgs {
+  std::string format;
+  std::string output = "human";
+  bool backing_chain = false;
+  bool force_share = false;
+  std::string file;
+};
+
+ordered_json to_json(const ImageInfo& i) {
+  ordered_json j;
+  j["filename"] = to_valid_utf8(i.filename);
+  j["format"] = i.format;
+  j["virtual-size"] = i.virtual_size;
+  j["actual-size"] = i.actual_size;
+  if (i.cluster_size) j["cluster-size"] = *i.cluster_size;
+  j["dirty-flag"] = i.dirty;
+  if (i.backing_filename) j["backing-filename"] = to_valid_utf8(*i.backing_filename);
+  if (i.full_backing_filename) j["full-backing-filename"] = to_valid_utf8(*i.full_backing_filename);
+  if (i.backing_format) j["backing-filename-format"] = to_valid_utf8(*i.backing_format);
+  if (!i.snapshots.empty()) {
+    ordered_json snaps = ordered_json::array();
+    for (const auto& s : i.snapshots) {
+      ordered_json o;
+      o["id"] = to_valid_utf8(s.id);
+      o["name"] = to_valid_utf8(s.name);
+      o["vm-state-size"] = s.vm_state_size;
+      o["date-sec"] = s.date_sec;
+      o["date-nsec"] = s.date_nsec;
+      o["vm-clock-sec"] = s.vm_clock_nsec / 1000000000;
+      o["vm-clock-nsec"] = s.vm_clock_nsec % 1000000000;
+      if (s.icount) o["icount"] = *s.icount;
+      snaps.push_back(o);
+    }
+    j["snapshots"] = snaps;
+  }
+  if (i.qcow2) {
+    const auto& q = *i.qcow2;
+    ordered_json d;
+    d["compat"] = q.compat;
+    d["compression-type"] = q.compression_type;
+    if (q.compat != "0.10") d["lazy-refcounts"] = q.lazy_refcounts;
+    if (q.bitmaps) {
+      ordered_json bms = ordered_json::array();
+      for (const auto& b : *q.bitmaps) {
+        bms.push_back({{"flags", b.flags}, {"name", to_valid_utf8(b.name)}, {"granularity", b.granularity}});
+      }
+      d["bitmaps"] = bms;
+    }
+    d["refcount-bits"] = q.refcount_bits;
+    if (q.compat != "0.10") {
+      d["corrupt"] = q.corrupt;
+      d["extended-l2"] = q.extended_l2;
+    }
+    j["format-specific"] = {{"type", "qcow2"}, {"data", d}};
+  }
+  return j;
+}
+
+std::string snapshot_row(const qcow2::SnapshotInfo& s) {
+  char date[32] = "";
+  std::time_t t = s.date_sec;
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
+  uint64_t secs = s.vm_clock_nsec / 1000000000;
+  char clock[48];
+  std::snprintf(clock, sizeof clock, "%02llu:%02llu:%02llu.%03llu",
+                static_cast<unsigned long long>(secs / 3600),
+                static_cast<unsigned long long>((secs / 60) % 60),
+                static_cast<unsigned long long>(secs % 60),
+                static_cast<unsigned long long>((s.vm_clock_nsec / 1000000) % 1000));
+  std::string icount = s.icount ? std::to_string(*s.icount) : "";
+  char row[512];
+  std::snprintf(row, sizeof row, "%-9s %-17s %7s%20s%13s%11s", escape_for_display(s.id).c_str(),
+                escape_for_display(s.name).c_str(), format_iec_size(s.vm_state_size).c_str(), date,
+                clock, icount.c_str());
+  return row;
+}
+
+void render_human(const ImageInfo& i, std::FILE* out) {
+  std::fprintf(out, "image: %s\n", escape_for_display(i.filename).c_str());
+  std::fprintf(out, "file format: %s\n", i.format.c_str());
+  std::fprintf(out, "virtual size: %s (%llu bytes)\n", format_iec_size(i.virtual_size).c_str(),
+               static_cast<unsigned long long>(i.virtual_size));
+  std::fprintf(out, "disk size: %s\n", format_iec_size(i.actual_size).c_str());
+  if (i.cluster_size) std::fprintf(out, "cluster_size: %llu\n", static_cast<unsigned long long>(*i.cluster_size));
+  if (i.dirty) std::fprintf(out, "cleanly shut down: no\n");
+  if (i.backing_filename) {
+    std::string b = escape_for_display(*i.backing_filename);
+    if (i.full_backing_filename && *i.full_backing_filename != *i.backing_filename) {
+      b += " (actual path: " + escape_for_display(*i.full_backing_filename) + ")";
+    }
+    std::fprintf(out, "backing file: %s\n", b.c_str());
+  }
+  if (i.backing_format) std::fprintf(out, "backing file format: %s\n", escape_for_display(*i.backing_format).c_str());
+  if (!i.snapshots.empty()) {
+    std::fprintf(out, "Snapshot list:\n%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+                 "VM CLOCK", "ICOUNT");
+    for (const auto& s : i.snapshots) std::fprintf(out, "%s\n", snapshot_row(s).c_str());
+  }
+  if (!i.qcow2) return;
+  const auto& q = *i.qcow2;
+  std::fprintf(out, "Format specific information:\n    compat: %s\n    compression type: %s\n",
+               q.compat.c_str(), q.compression_type.c_str());
+  if (q.compat != "0.10") std::fprintf(out, "    lazy refcounts: %s\n", q.lazy_refcounts ? "true" : "false");
+  if (q.bitmaps) {
+    std::fprintf(out, "    bitmaps:\n");
+    for (size_t n = 0; n < q.bitmaps->size(); ++n) {
+      const auto& b = (*q.bitmaps)[n];
+      std::fprintf(out, "        [%zu]:\n            flags:\n", n);
+      for (size_t f = 0; f < b.flags.size(); ++f) {
+        std::fprintf(out, "                [%zu]: %s\n", f, b.flags[f].c_str());
+      }
+      std::fprintf(out, "            name: %s\n            granularity: %llu\n",
+                   escape_for_display(b.name).c_str(), static_cast<unsigned long long>(b.granularity));
+    }
+  }
+  std::fprintf(out, "    refcount bits: %u\n", q.refcount_bits);
+  if (q.compat != "0.10") {
+    std::fprintf(out, "    corrupt: %s\n    extended l2: %s\n", q.corrupt ? "true" : "false",
+                 q.extended_l2 ? "true" : "false");
+  }
+}
+
+// Collects the image's facts and, with --backing-chain, its backing files'.
+Result<std::vector<ImageInfo>> collect(const InfoArgs& a) {
+  std::vector<ImageInfo> infos;
+  qcow2::OpenRequest req{a.file, a.format, false, a.force_share, false};
+  for (int depth = 0;; ++depth) {
+    if (depth > qcow2::kMaxChainDepth) {
+      return corruption(a.file + ": backing chain is deeper than " +
+                        std::to_string(qcow2::kMaxChainDepth));
+    }
+    QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
+    auto* img = dynamic_cast<qcow2::Image*>(dev.get());
+    io::File* file = img ? &img->file() : &static_cast<qcow2::RawDevice*>(dev.get())->file();
+    auto info = qcow2::collect_info(*dev, *file);
+    if (!info) return info.status().with_prefix(req.path);
+    infos.push_back(*info);
+    if (!a.backing_chain || !info->full_backing_filename) break;
+    for (const auto& prev : infos) {
+      if (prev.filename == *info->full_backing_filename) {
+        return corruption(req.path + ": backing chain loops back to '" +
+                          escape_for_display(prev.filename) + "'");
+      }
+    }
+    req.path = *info->full_backing_filename;
+    req.format = info->backing_format.value_or("");
+  }
+  return infos;
+}
+
+}  // namespace
+
+std::function<int()> register_info(CLI::App& app) {
+  auto a = std::make_shared<InfoArgs>();
+  app.add_option("-f", a->format, "Image format (qcow2 or raw); probed if absent");
+  app.add_option("--output", a->output, "Output format")->check(CLI::IsMember({"human", "json"}));
+  app.add_flag("--backing-chain", a->backing_chain, "Also show every image of the backing chain");
+  app.add_flag("-U,--force-share", a->force_share, "Open even if another process is writing the image");
+  app.add_option("FILE", a->file, "Image")->required();
+  app.footer("Example:\n  qdedup info --output=json disk.qcow2");
+  return [a] {
+    auto infos = collect(*a);
+    if (!infos) return report_error(infos.status());
+    if (a->output == "json") {
+      if (a->backing_chain) {
+        ordered_json arr = ordered_json::array();
+        for (const auto& i : *infos) arr.push_back(to_json(i));
+        std::cout << arr.dump(4) << "\n";
+      } else {
+        std::cout << to_json(infos->front()).dump(4) << "\n";
+      }
+      return 0;
+    }
+    for (size_t n = 0; n < infos->size(); ++n) {
+      if (n > 0) std::printf("\n");
+      render_human((*infos)[n], stdout);
+    }
+    return 0;
+  };
+}
+
+}  // namespace qdedup::commands

@@ -1,0 +1,24 @@
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "commands/command.h"
+
+namespace qdedup::commands {
+
+const std::vector<Command>& command_table() {
+  static const std::vector<Command> kCommands = {
+      {"create", "Create a new qcow2 (optionally deduplicating) or raw image", register_create},
+      {"info", "Show facts about an image (qemu-img info compatible)", register_info},
+  };
+  return kCommands;
+}
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "qdedup: %s\n", status.message().c_str());
+  return 1;
+}
+
+bool quiet() { return spdlog::get_level() > spdlog::level::info; }
+
+}  // namespace qdedup::commands

@@ -1,0 +1,24 @@
+#include "io/file.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace qdedup::io {
+
+Status File::read_exact(uint64_t offset, std::span<uint8_t> buf,
+                        const char* what) {
+  QD_ASSIGN_OR_RETURN(size_t n, pread(offset, buf));
+  if (n != buf.size()) {
+    return corruption(std::string(what) + " at offset " +
+                      std::to_string(offset) + " lies beyond the end of the file");
+  }
+  return Status::ok();
+}
+
+Status File::read_or_zero(uint64_t offset, std::span<uint8_t> buf) {
+  QD_ASSIGN_OR_RETURN(size_t n, pread(offset, buf));
+  std::fill(buf.begin() + static_cast<std::ptrdiff_t>(n), buf.end(), uint8_t{0});
+  return Status::ok();
+}
+
+}  // namespace qdedup::io

@@ -1,0 +1,48 @@
+// The one interface through which the core touches a file.
+//
+// Three implementations: PosixFile (the only code that calls the OS),
+// MemoryFile (unit tests) and FaultyFile (fails or "crashes" at the Nth write).
+// The core takes a File&, never a path, so every command can run on any of them.
+//
+// Thread safety: none; a File is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "util/status.h"
+
+namespace qdedup::io {
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Name for messages (the path as the user gave it).
+  virtual const std::string& name() const = 0;
+
+  // Reads up to buf.size() bytes at `offset`. Returns the bytes read, short
+  // only at end of file.
+  virtual Result<size_t> pread(uint64_t offset, std::span<uint8_t> buf) = 0;
+  // Writes all of buf at `offset`, extending the file if needed.
+  virtual Status pwrite(uint64_t offset, std::span<const uint8_t> buf) = 0;
+  // Makes every completed write durable (fdatasync).
+  virtual Status flush() = 0;
+  virtual Result<uint64_t> size() = 0;
+  virtual Status truncate(uint64_t size) = 0;
+  // Deallocates [offset, offset+len); reads of it then return zeros. May be a
+  // no-op that writes zeros where the OS cannot punch holes.
+  virtual Status punch_hole(uint64_t offset, uint64_t len) = 0;
+  // Bytes the file occupies on its device (st_blocks * 512 for POSIX).
+  virtual Result<uint64_t> allocated_size() { return size(); }
+
+  // Reads exactly buf.size() bytes; a short read is a Corruption naming `what`.
+  Status read_exact(uint64_t offset, std::span<uint8_t> buf, const char* what);
+  // Reads buf.size() bytes, treating bytes past end of file as zeros (QEMU
+  // does the same: a qcow2 file need not end on a cluster boundary).
+  Status read_or_zero(uint64_t offset, std::span<uint8_t> buf);
+};
+
+}  // namespace qdedup::io

@@ -1,0 +1,220 @@
+#include "io/posix_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace qdedup::io {
+
+namespace {
+
+// QEMU's permission bits (include/block/block-common.h, BLK_PERM_*), as byte
+// offsets relative to the lock bases. Stored in other processes' locks: never
+// renumber.
+constexpr int kPermConsistentRead = 0;
+constexpr int kPermWrite = 1;
+constexpr int kPermResize = 3;
+constexpr off_t kLockBaseHave = 100;   // QEMU's RAW_LOCK_PERM_BASE
+constexpr off_t kLockBaseDeny = 200;   // QEMU's RAW_LOCK_SHARED_BASE
+const char* const kPermNames[] = {"consistent read", "write", "write unchanged",
+                                  "resize"};
+
+Status lock_byte(int fd, off_t byte) {
+  struct flock fl {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return Status::ok();
+  return busy(std::strerror(errno));
+}
+
+// True if another open file description holds a lock on `byte`.
+Result<bool> byte_locked_by_other(int fd, off_t byte) {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return io_error(std::strerror(errno));
+  return fl.l_type != F_UNLCK;
+}
+
+}  // namespace
+
+Status PosixFile::os_error(const char* what, int err) const {
+  std::string m = std::string(what) + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) return no_space(m);
+  return io_error(m);
+}
+
+Result<std::unique_ptr<PosixFile>> PosixFile::open(const std::string& path,
+                                                   const OpenOptions& options) {
+  int flags = (options.writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  if (options.create) flags |= O_CREAT;
+  if (options.create && options.exclusive) flags |= O_EXCL;
+  int fd = ::open(path.c_str(), flags, 0644);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) return Status(StatusCode::kNotFound, "No such file or directory");
+    if (err == EISDIR) return invalid_argument("is a directory");
+    return io_error(std::string("cannot open: ") + std::strerror(err));
+  }
+  std::unique_ptr<PosixFile> file(new PosixFile(path, fd));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return file->os_error("stat", errno);
+  if (S_ISDIR(st.st_mode)) return invalid_argument("is a directory");
+  if (options.require_regular && !S_ISREG(st.st_mode)) {
+    return invalid_argument("not a regular file");
+  }
+  QD_TRY(file->apply_lock(options.lock));
+  return file;
+}
+
+PosixFile::~PosixFile() {
+  if (fd_ >= 0) ::close(fd_);  // closing the description drops its OFD locks
+}
+
+// Takes QEMU's locks and tests for conflicts, as raw_apply_lock_bytes() and
+// raw_check_lock_bytes() in QEMU's block/file-posix.c do.
+Status PosixFile::apply_lock(LockMode mode) {
+  if (mode == LockMode::kNone) return Status::ok();
+  std::vector<int> have = {kPermConsistentRead};
+  std::vector<int> deny;
+  if (mode == LockMode::kWrite) {
+    have = {kPermConsistentRead, kPermWrite, kPermResize};
+  }
+  if (mode == LockMode::kWrite || mode == LockMode::kRead) {
+    deny = {kPermWrite, kPermResize};
+  }
+  for (int p : have) {
+    if (!lock_byte(fd_, kLockBaseHave + p)) {
+      return busy(std::string("failed to lock byte for \"") + kPermNames[p] + "\"");
+    }
+  }
+  for (int p : deny) {
+    if (!lock_byte(fd_, kLockBaseDeny + p)) {
+      return busy(std::string("failed to lock byte for \"") + kPermNames[p] + "\"");
+    }
+  }
+  for (int p : have) {
+    QD_ASSIGN_OR_RETURN(bool locked, byte_locked_by_other(fd_, kLockBaseDeny + p));
+    if (locked) {
+      return busy(std::string("failed to get \"") + kPermNames[p] +
+                  "\" lock: another process (a running QEMU?) is using the image");
+    }
+  }
+  for (int p : deny) {
+    QD_ASSIGN_OR_RETURN(bool locked, byte_locked_by_other(fd_, kLockBaseHave + p));
+    if (locked) {
+      std::string m = std::string("failed to get shared \"") + kPermNames[p] +
+                      "\" lock: another process (a running QEMU?) is using the image";
+      if (mode == LockMode::kRead) m += "; -U reads it anyway";
+      return busy(m);
+    }
+  }
+  return Status::ok();
+}
+
+Result<size_t> PosixFile::pread(uint64_t offset, std::span<uint8_t> buf) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd_, buf.data() + done, buf.size() - done,
+                        static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("read", errno);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Status PosixFile::pwrite(uint64_t offset, std::span<const uint8_t> buf) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pwrite(fd_, buf.data() + done, buf.size() - done,
+                         static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("write", errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::ok();
+}
+
+Status PosixFile::flush() {
+  if (::fdatasync(fd_) != 0) return os_error("flush", errno);
+  return Status::ok();
+}
+
+Result<uint64_t> PosixFile::size() {
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) return os_error("stat", errno);
+  if (S_ISBLK(st.st_mode)) {
+    off_t end = ::lseek(fd_, 0, SEEK_END);
+    if (end < 0) return os_error("seek", errno);
+    return static_cast<uint64_t>(end);
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<uint64_t> PosixFile::allocated_size() {
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) return os_error("stat", errno);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+Status PosixFile::truncate(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return os_error("truncate", errno);
+  return Status::ok();
+}
+
+Status PosixFile::punch_hole(uint64_t offset, uint64_t len) {
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(offset), static_cast<off_t>(len)) == 0) {
+    return Status::ok();
+  }
+  // No hole punching here: write zeros over the range inside the file.
+  QD_ASSIGN_OR_RETURN(uint64_t end, size());
+  if (offset >= end) return Status::ok();
+  uint64_t stop = std::min(end, offset + len);
+  std::vector<uint8_t> zeros(64 * 1024, 0);
+  for (uint64_t off = offset; off < stop;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), stop - off));
+    QD_TRY(pwrite(off, std::span<const uint8_t>(zeros.data(), n)));
+    off += n;
+  }
+  return Status::ok();
+}
+
+void remove_file(const std::string& path) { (void)::unlink(path.c_str()); }
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+Status rename_file(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return io_error(std::string("rename: ") + std::strerror(errno));
+  }
+  std::string dir = ".";
+  if (auto slash = to.rfind('/'); slash != std::string::npos) {
+    dir = slash == 0 ? "/" : to.substr(0, slash);
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  return Status::ok();
+}
+
+}  // namespace qdedup::io

@@ -1,0 +1,59 @@
+// The POSIX File: the only code in qdedup that calls the operating system for
+// file access. Also implements QEMU-compatible image locking.
+#pragma once
+
+#include "io/file.h"
+
+namespace qdedup::io {
+
+// How an image is locked, mirroring QEMU's file-posix driver (see
+// docs/locking.md): OFD byte-range locks on bytes 100+perm ("I hold perm") and
+// 200+perm ("I do not share perm").
+enum class LockMode {
+  kNone,         // no locking at all (temporary files nobody else knows about)
+  kForceShare,   // read-only, -U: hold "consistent read" only, share everything
+  kRead,         // read-only: refuse if someone writes; forbid writers while open
+  kWrite,        // read-write: exclusive writer, as a running QEMU takes it
+};
+
+struct OpenOptions {
+  bool writable = false;
+  bool create = false;            // create if missing (O_CREAT)
+  bool exclusive = false;         // with create: fail if it exists (O_EXCL)
+  bool require_regular = false;   // refuse devices, FIFOs, directories
+  LockMode lock = LockMode::kNone;
+};
+
+class PosixFile : public File {
+ public:
+  static Result<std::unique_ptr<PosixFile>> open(const std::string& path,
+                                                 const OpenOptions& options);
+  ~PosixFile() override;
+  PosixFile(const PosixFile&) = delete;
+  PosixFile& operator=(const PosixFile&) = delete;
+
+  const std::string& name() const override { return path_; }
+  Result<size_t> pread(uint64_t offset, std::span<uint8_t> buf) override;
+  Status pwrite(uint64_t offset, std::span<const uint8_t> buf) override;
+  Status flush() override;
+  Result<uint64_t> size() override;
+  Status truncate(uint64_t size) override;
+  Status punch_hole(uint64_t offset, uint64_t len) override;
+  Result<uint64_t> allocated_size() override;
+
+ private:
+  PosixFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  Status apply_lock(LockMode mode);
+  Status os_error(const char* what, int err) const;
+
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Removes a file; errors are ignored (used to clean up after a failed create).
+void remove_file(const std::string& path);
+// Atomically renames `from` to `to` and syncs the directory.
+Status rename_file(const std::string& from, const std::string& to);
+bool file_exists(const std::string& path);
+
+}  // namespace qdedup::io

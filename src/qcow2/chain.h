@@ -1,0 +1,41 @@
+// Opening images by path: format probing, locking and the backing chain.
+//
+// Backing policy (docs/security.md): backing names are plain files only,
+// never protocols or URLs; relative names resolve against the directory of
+// the image that names them; devices, FIFOs and directories are refused; a
+// chain deeper than kMaxChainDepth or a loop is an error.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/posix_file.h"
+#include "qcow2/device.h"
+#include "qcow2/image.h"
+
+namespace qdedup::qcow2 {
+
+inline constexpr int kMaxChainDepth = 16;
+
+struct OpenRequest {
+  std::string path;
+  std::string format;        // "qcow2", "raw" or "" to probe
+  bool writable = false;
+  bool force_share = false;  // -U: take no read locks that would stop writers
+  bool open_backing = true;  // follow the backing chain for reads
+};
+
+// "qcow2" if the file starts with the qcow2 magic and a version >= 2, else "raw".
+Result<std::string> probe_format(io::File& file);
+
+// Opens `req.path` (and its backing chain if asked). Errors are prefixed with
+// the path of the file at fault.
+Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req);
+
+// As open_device() but requires qcow2 and returns the Image.
+Result<std::unique_ptr<Image>> open_qcow2(const OpenRequest& req);
+
+// Resolves a backing name against the directory of `image_path`, as QEMU does.
+std::string resolve_backing_path(const std::string& image_path, const std::string& backing);
+
+}  // namespace qdedup::qcow2

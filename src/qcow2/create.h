@@ -1,0 +1,50 @@
+// Creating a new, empty qcow2 image (what `qemu-img create -f qcow2` writes).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "io/file.h"
+#include "qcow2/header.h"
+#include "util/status.h"
+
+namespace qdedup::qcow2 {
+
+struct CreateOptions {
+  uint64_t size = 0;            // virtual size in bytes (rounded up to 512)
+  uint32_t cluster_bits = 16;
+  uint32_t version = 3;         // compat 1.1; 2 for compat 0.10
+  uint32_t refcount_order = 4;  // 16-bit refcounts
+  bool lazy_refcounts = false;
+  bool extended_l2 = false;
+  uint8_t compression_type = 0;
+  std::string backing_file;
+  std::string backing_format;
+};
+
+// Checks option combinations exactly as qemu-img create does.
+Status validate_create_options(const CreateOptions& o);
+
+// Writes a new image into an empty `file`: header cluster, refcount table,
+// refcount blocks, L1 table, in QEMU's layout. Flushes before returning.
+Status create_image(io::File& file, const CreateOptions& o);
+
+}  // namespace qdedup::qcow2
+
+namespace qdedup::qcow2 {
+
+// The `-o` options of `create`, as key=value pairs separated by commas
+// (qemu-img's syntax). Unknown keys and bad values are errors.
+struct CreateRequest {
+  CreateOptions image;
+  std::string format = "qcow2";
+  std::optional<uint64_t> size;  // from -o size= or the SIZE argument
+  std::string dedup = "off";
+  bool help = false;             // -o help
+};
+Status apply_create_options(const std::string& text, CreateRequest& req);
+// The text `-o help` prints.
+std::string create_options_help();
+
+}  // namespace qdedup::qcow2

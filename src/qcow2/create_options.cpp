@@ -1,0 +1,119 @@
+#include <string_view>
+
+#include "qcow2/create.h"
+#include "qcow2/format.h"
+#include "util/size.h"
+
+namespace qdedup::qcow2 {
+
+namespace {
+
+Result<bool> parse_bool(const std::string& key, const std::string& v) {
+  if (v == "on" || v == "yes" || v == "true" || v == "y") return true;
+  if (v == "off" || v == "no" || v == "false" || v == "n") return false;
+  return invalid_argument("option " + key + ": '" + v + "' is not on or off");
+}
+
+struct OptionHelp {
+  const char* key;
+  const char* text;
+};
+constexpr OptionHelp kOptions[] = {
+    {"backing_file=<str>", "File name of a base image"},
+    {"backing_fmt=<str>", "Image format of the base image (qcow2 or raw)"},
+    {"cluster_size=<size>", "qcow2 cluster size (512 to 2M, power of two)"},
+    {"compat=<str>", "Compatibility level (0.10 or 1.1)"},
+    {"compression_type=<str>", "Compression method used for image cluster compression (zlib or zstd)"},
+    {"dedup=<str>", "Deduplication hash (off, sha256, skein)"},
+    {"extended_l2=<bool (on/off)>", "Extended L2 tables"},
+    {"lazy_refcounts=<bool (on/off)>", "Postpone refcount updates"},
+    {"refcount_bits=<num>", "Width of a reference count entry in bits (1 to 64, power of two)"},
+    {"size=<size>", "Virtual disk size"},
+};
+
+Status apply_one(const std::string& key, const std::string& value, CreateRequest& req) {
+  CreateOptions& o = req.image;
+  if (key == "size") {
+    QD_ASSIGN_OR_RETURN(uint64_t s, parse_size(value));
+    req.size = s;
+  } else if (key == "cluster_size") {
+    QD_ASSIGN_OR_RETURN(uint64_t cs, parse_size(value));
+    if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)) != 0) {
+      return invalid_argument("cluster size must be a power of two between 512 and 2048k");
+    }
+    o.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(cs));
+  } else if (key == "compat") {
+    if (value == "0.10" || value == "v2") {
+      o.version = 2;
+    } else if (value == "1.1" || value == "v3") {
+      o.version = 3;
+    } else {
+      return invalid_argument("invalid compatibility version '" + value + "'");
+    }
+  } else if (key == "lazy_refcounts") {
+    QD_ASSIGN_OR_RETURN(o.lazy_refcounts, parse_bool(key, value));
+  } else if (key == "extended_l2") {
+    QD_ASSIGN_OR_RETURN(o.extended_l2, parse_bool(key, value));
+  } else if (key == "refcount_bits") {
+    uint64_t bits = 0;
+    auto r = parse_size(value);
+    if (r) bits = *r;
+    if (!r || bits == 0 || bits > 64 || (bits & (bits - 1)) != 0) {
+      return invalid_argument("refcount width must be a power of two and may not exceed 64 bits");
+    }
+    o.refcount_order = static_cast<uint32_t>(__builtin_ctzll(bits));
+  } else if (key == "compression_type") {
+    if (value == "zlib") {
+      o.compression_type = kCompressionZlib;
+    } else if (value == "zstd") {
+      o.compression_type = kCompressionZstd;
+    } else {
+      return invalid_argument("invalid compression type '" + value + "' (zlib or zstd)");
+    }
+  } else if (key == "backing_file") {
+    o.backing_file = value;
+  } else if (key == "backing_fmt") {
+    o.backing_format = value;
+  } else if (key == "dedup") {
+    req.dedup = value;
+  } else if (key == "preallocation") {
+    if (value != "off") return unsupported("preallocation=" + value + " is not supported");
+  } else {
+    return invalid_argument("invalid option '" + key + "'");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status apply_create_options(const std::string& text, CreateRequest& req) {
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    if (item.empty()) continue;
+    if (item == "help" || item == "?") {
+      req.help = true;
+      continue;
+    }
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return invalid_argument("option '" + item + "' needs a value (key=value)");
+    }
+    QD_TRY(apply_one(item.substr(0, eq), item.substr(eq + 1), req));
+  }
+  return Status::ok();
+}
+
+std::string create_options_help() {
+  std::string out = "Supported options:\n";
+  for (const OptionHelp& o : kOptions) {
+    std::string key = o.key;
+    key.resize(std::max<size_t>(key.size(), 32), ' ');
+    out += "  " + key + " - " + o.text + "\n";
+  }
+  return out;
+}
+
+}  // namespace qdedup::qcow2

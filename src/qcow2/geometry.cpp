@@ -1,0 +1,62 @@
+#include "qcow2/geometry.h"
+
+#include "util/size.h"
+
+namespace qdedup::qcow2 {
+
+Geometry Geometry::from_header(const Header& h) {
+  Geometry g;
+  g.version = h.version;
+  g.cluster_bits = h.cluster_bits;
+  g.cluster_size = uint64_t{1} << h.cluster_bits;
+  g.extended_l2 = (h.incompatible_features & kIncompatExtendedL2) != 0;
+  g.l2_entry_bytes = g.extended_l2 ? 16 : 8;
+  g.l2_bits = h.cluster_bits - (g.extended_l2 ? 4 : 3);
+  g.l2_entries = uint64_t{1} << g.l2_bits;
+  g.refcount_order = h.refcount_order;
+  g.refcount_bits = 1u << h.refcount_order;
+  g.refcount_max = g.refcount_bits == 64 ? UINT64_MAX : (uint64_t{1} << g.refcount_bits) - 1;
+  g.rb_bits = h.cluster_bits + 3 - h.refcount_order;
+  g.rb_entries = uint64_t{1} << g.rb_bits;
+  g.virtual_size = h.size;
+  g.guest_clusters = div_round_up(h.size, g.cluster_size);
+  g.csize_shift = 62 - (h.cluster_bits - 8);
+  g.csize_mask = (uint64_t{1} << (h.cluster_bits - 8)) - 1;
+  g.cluster_offset_mask = (uint64_t{1} << g.csize_shift) - 1;
+  return g;
+}
+
+uint64_t Geometry::l1_entries_for(uint64_t size) const {
+  return div_round_up(size, bytes_per_l2());
+}
+
+ClusterType L2Entry::type(const Geometry& g) const {
+  if (compressed()) return ClusterType::kCompressed;
+  uint64_t off = host_offset();
+  if (g.extended_l2) {
+    // With subclusters the zero state lives in the bitmap; an entry is
+    // "zero" here only if every subcluster reads as zero.
+    if (off == 0) return (bitmap >> 32) == 0xffffffffu ? ClusterType::kZeroPlain
+                                                       : ClusterType::kUnallocated;
+    return ClusterType::kNormal;
+  }
+  if (word & kOflagZero) {
+    return off ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+  }
+  return off ? ClusterType::kNormal : ClusterType::kUnallocated;
+}
+
+CompressedRange compressed_range(const Geometry& g, const L2Entry& e) {
+  CompressedRange r;
+  r.offset = e.word & g.cluster_offset_mask;
+  uint64_t sectors = ((e.word >> g.csize_shift) & g.csize_mask) + 1;
+  r.length = sectors * 512 - (r.offset & 511);
+  return r;
+}
+
+uint64_t encode_compressed_entry(const Geometry& g, uint64_t offset, uint64_t length) {
+  uint64_t extra_sectors = (offset + length - 1) / 512 - offset / 512;
+  return kOflagCompressed | (extra_sectors << g.csize_shift) | offset;
+}
+
+}  // namespace qdedup::qcow2

@@ -1,0 +1,86 @@
+// The qcow2 header and its extensions: decode, validate, encode.
+//
+// decode_header() checks syntax (magic, lengths, extension framing);
+// validate_header() checks meaning against the file size and QEMU's limits;
+// encode_header() writes cluster 0 exactly as QEMU's qcow2_update_header()
+// orders it. Unknown header fields and unknown extensions survive a round trip
+// byte for byte.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace qdedup::qcow2 {
+
+struct HeaderExtension {
+  uint32_t type = 0;
+  std::vector<uint8_t> data;
+};
+
+struct FeatureName {
+  uint8_t type = 0;  // 0 incompatible, 1 compatible, 2 autoclear
+  uint8_t bit = 0;
+  std::string name;  // up to 46 bytes, as stored (NULs trimmed)
+};
+
+struct Header {
+  uint32_t version = 3;
+  uint64_t backing_file_offset = 0;
+  uint32_t backing_file_size = 0;
+  uint32_t cluster_bits = 16;
+  uint64_t size = 0;
+  uint32_t crypt_method = 0;
+  uint32_t l1_size = 0;
+  uint64_t l1_table_offset = 0;
+  uint64_t refcount_table_offset = 0;
+  uint32_t refcount_table_clusters = 0;
+  uint32_t nb_snapshots = 0;
+  uint64_t snapshots_offset = 0;
+  uint64_t incompatible_features = 0;
+  uint64_t compatible_features = 0;
+  uint64_t autoclear_features = 0;
+  uint32_t refcount_order = 4;
+  uint32_t header_length = 0;  // as stored; v2: 72
+  uint8_t compression_type = 0;
+  // Bytes from 112 up to header_length that this build does not interpret.
+  std::vector<uint8_t> unknown_header_fields;
+
+  // Header extensions.
+  std::optional<std::string> backing_format;
+  std::vector<FeatureName> feature_names;
+  std::optional<std::vector<uint8_t>> bitmaps_ext;  // kept verbatim
+  std::optional<std::vector<uint8_t>> crypto_ext;
+  std::optional<std::string> data_file;
+  std::vector<HeaderExtension> unknown_extensions;  // in file order
+  std::string backing_file;
+
+  uint64_t cluster_size() const { return uint64_t{1} << cluster_bits; }
+  uint32_t refcount_bits() const { return 1u << refcount_order; }
+  bool has_backing() const { return backing_file_offset != 0; }
+};
+
+// Decodes cluster 0 (`bytes` may be shorter than a cluster when the file is).
+Result<Header> decode_header(std::span<const uint8_t> bytes);
+
+// Checks every field against the spec, QEMU's limits and `file_size`.
+// `writable`: corrupt images may only be opened read-only.
+Status validate_header(const Header& h, uint64_t file_size, bool writable);
+
+// Encodes cluster 0: fixed header, extensions, end marker, backing name.
+// Sets header_length, backing_file_offset and backing_file_size in the output
+// from the other fields. Fails if it does not fit in one cluster.
+Result<std::vector<uint8_t>> encode_header(const Header& h);
+
+// The feature name table QEMU 7.2 writes, plus qdedup's own entries.
+std::vector<FeatureName> default_feature_names();
+
+// "dirty bit, 0x20 (unknown)" style description of `bits` of feature `type`,
+// using the image's own table where it names them.
+std::string describe_features(const Header& h, uint8_t type, uint64_t bits);
+
+}  // namespace qdedup::qcow2

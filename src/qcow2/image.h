@@ -1,0 +1,125 @@
+// A qcow2 image: the read path, the write path and their metadata caches.
+//
+// Write ordering follows QEMU (docs/format.md, "Crash safety"): guest data,
+// flush, refcount increases, flush, L2 entries that only clear COPIED, flush,
+// other L2 entries, flush, L1 entries, flush, then refcount decreases. At every
+// instant the on-disk refcount of a cluster is at least its number of on-disk
+// references, so a crash leaves at worst leaked clusters.
+//
+// Thread safety: none. One Image is used by one thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "io/file.h"
+#include "qcow2/device.h"
+#include "qcow2/geometry.h"
+#include "qcow2/header.h"
+#include "qcow2/refcount.h"
+#include "qcow2/snapshot.h"
+
+namespace qdedup::qcow2 {
+
+struct ImageOptions {
+  bool writable = false;
+};
+
+class Image : public BlockDevice {
+ public:
+  // Decodes and validates the header, reads the L1 and snapshot tables.
+  // Does not open the backing file: see open_chain() in chain.h.
+  static Result<std::unique_ptr<Image>> open(std::unique_ptr<io::File> file,
+                                             const ImageOptions& options);
+  ~Image() override;
+
+  const std::string& name() const override { return file_->name(); }
+  const char* format() const override { return "qcow2"; }
+  uint64_t virtual_size() const override { return header_.size; }
+  Status read(uint64_t offset, std::span<uint8_t> buf) override;
+
+  const Header& header() const { return header_; }
+  const Geometry& geometry() const { return g_; }
+  const std::vector<Snapshot>& snapshots() const { return snapshots_; }
+  io::File& file() { return *file_; }
+  void set_backing(std::unique_ptr<BlockDevice> backing) { backing_ = std::move(backing); }
+  BlockDevice* backing() { return backing_.get(); }
+
+  // The L2 entry mapping `guest_cluster` (a zero entry if no L2 table).
+  Result<L2Entry> l2_entry(uint64_t guest_cluster);
+  const std::vector<uint64_t>& l1_table() const { return l1_; }
+  Result<uint64_t> refcount(uint64_t host_cluster) { return refcounts_.get(host_cluster); }
+
+  // ---- Write path (the image must be open writable) ----
+
+  // Writes guest bytes; partial clusters are read, merged and rewritten.
+  Status write(uint64_t offset, std::span<const uint8_t> buf);
+  // Writes one whole guest cluster (`data` is exactly one cluster): in place
+  // if the cluster is owned (refcount 1), else into a newly allocated one.
+  Status write_cluster(uint64_t guest_cluster, std::span<const uint8_t> data);
+  // Points `guest_cluster` at the existing data cluster at `host_offset`,
+  // whose refcount goes up by one. If that cluster was owned (refcount 1), its
+  // current owner `owner_guest_cluster` loses QCOW_OFLAG_COPIED first.
+  Status link_cluster(uint64_t guest_cluster, uint64_t host_offset,
+                      std::optional<uint64_t> owner_guest_cluster);
+  // Makes `guest_cluster` read as zeros (a zero cluster on v3; unallocated on
+  // v2 without a backing file; written zeros otherwise).
+  Status zero_cluster(uint64_t guest_cluster);
+  // Puts everything on disk in crash-safe order.
+  Status flush();
+  // Flushes and sets COPIED on entries whose cluster became owned again.
+  Status close();
+
+ private:
+  struct L2Table {
+    std::vector<uint8_t> mem;   // current contents
+    std::vector<uint8_t> disk;  // contents on disk (empty: new table)
+    bool dirty = false;
+  };
+
+  Image(std::unique_ptr<io::File> file, Header header, bool writable);
+  Status load(uint64_t file_size);
+  Result<L2Table*> load_l2(uint64_t l2_offset);
+  // Returns the active L2 table for `guest_cluster`, allocating it or copying
+  // a shared one first.
+  Result<L2Table*> writable_l2(uint64_t guest_cluster);
+  L2Entry entry_at(const L2Table& t, uint64_t index) const;
+  void store_entry(L2Table& t, uint64_t index, const L2Entry& e) const;
+  // Replaces the entry of `guest_cluster`, scheduling the release of the
+  // clusters the old entry held.
+  Status replace_entry(uint64_t guest_cluster, const L2Entry& e);
+  Status release_clusters(const L2Entry& old);
+  Result<uint64_t> effective_refcount(uint64_t host_cluster);
+  Status read_cluster_part(uint64_t guest_cluster, uint64_t in_cluster,
+                           std::span<uint8_t> out);
+  Status read_from_backing(uint64_t offset, std::span<uint8_t> out);
+  Status begin_write();
+  Status write_l2_tables();
+  Status fix_copied_flags();
+  Status maybe_evict();
+
+  std::unique_ptr<io::File> file_;
+  Header header_;
+  Geometry g_;
+  bool writable_;
+  bool write_started_ = false;
+  std::vector<uint64_t> l1_;
+  std::set<uint64_t> l1_dirty_;  // L1 indexes to write
+  std::vector<Snapshot> snapshots_;
+  Refcounts refcounts_;
+  std::unordered_map<uint64_t, L2Table> l2_cache_;  // by host offset
+  std::map<uint64_t, uint64_t> pending_release_;   // host cluster -> count
+  std::set<uint64_t> maybe_owned_;  // clusters whose refcount may have dropped to 1
+  std::unique_ptr<BlockDevice> backing_;
+  // One decompressed cluster, as compressed clusters are often read piecewise.
+  uint64_t decompressed_entry_ = 0;
+  std::vector<uint8_t> decompressed_;
+};
+
+}  // namespace qdedup::qcow2

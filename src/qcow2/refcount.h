@@ -1,0 +1,77 @@
+// Host cluster reference counts: the refcount table, its blocks, and the
+// cluster allocator built on them.
+//
+// Write-back: updates change cached refblocks; write_back() puts them on disk
+// (refblocks, flush, then reftable entries, flush) and is called by the image
+// before any L2 or L1 write that depends on them, so the on-disk refcount of a
+// cluster is never below its number of on-disk references.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include "io/file.h"
+#include "qcow2/geometry.h"
+#include "qcow2/header.h"
+
+namespace qdedup::qcow2 {
+
+class Refcounts {
+ public:
+  // `header` is the image's live header: growing the table updates its
+  // refcount_table_offset/clusters and writes them to disk.
+  Refcounts(io::File& file, const Geometry& geometry, Header& header)
+      : file_(file), g_(geometry), header_(header) {}
+
+  // Reads the refcount table (its size is validated by validate_header).
+  Status load();
+
+  Result<uint64_t> get(uint64_t cluster);
+  // Sets a refcount in the cache; allocates a refcount block if needed.
+  Status set(uint64_t cluster, uint64_t value);
+  // Adds `delta` (which may be negative); fails on overflow or underflow.
+  Status add(uint64_t cluster, int64_t delta);
+
+  // Allocates `n` contiguous free clusters (refcount 0), sets their refcounts
+  // to 1 and returns the first one's index.
+  Result<uint64_t> allocate(uint64_t n);
+
+  // Writes dirty refcount blocks, flushes, writes changed reftable entries,
+  // flushes. A no-op when nothing is dirty.
+  Status write_back();
+  bool dirty() const;
+
+  // Number of reftable entries and the refblock offset of entry i (0: none).
+  uint64_t table_entries() const { return table_.size(); }
+  uint64_t block_offset(uint64_t index) const { return table_[index] & kReftOffsetMask; }
+  // Highest cluster index + 1 that the table can describe.
+  uint64_t covered_clusters() const { return table_.size() * g_.rb_entries; }
+
+ private:
+  struct Block {
+    std::vector<uint8_t> data;
+    bool dirty = false;
+  };
+  Result<Block*> block(uint64_t index, bool create, uint64_t avoid_cluster);
+  Status grow_table(uint64_t needed_index);
+  Result<uint64_t> find_free_run(uint64_t n);
+  uint64_t read_entry(const Block& b, uint64_t i) const;
+  void write_entry(Block& b, uint64_t i, uint64_t value) const;
+  Status evict_if_large();
+
+  io::File& file_;
+  const Geometry& g_;
+  Header& header_;
+  std::vector<uint64_t> table_;
+  std::vector<bool> table_dirty_;
+  std::unordered_map<uint64_t, Block> blocks_;
+  uint64_t free_hint_ = 0;  // no free cluster below this index
+};
+
+// Reads refcount entry `i` of a refcount block in `data` (any width 1..64).
+uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i);
+void set_refcount_entry(std::span<uint8_t> data, uint32_t order, uint64_t i, uint64_t v);
+
+}  // namespace qdedup::qcow2

@@ -1,0 +1,69 @@
+#include "qcow2/snapshot.h"
+
+#include "qcow2/format.h"
+#include "util/endian.h"
+#include "util/size.h"
+
+namespace qdedup::qcow2 {
+
+namespace {
+constexpr uint64_t kSnapshotFixedBytes = 40;
+}
+
+Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
+                                                  uint64_t file_size) {
+  std::vector<Snapshot> out;
+  if (h.nb_snapshots == 0) return out;
+  // The table's size is only known by walking it; read at most what QEMU
+  // allows, and no more than the file holds.
+  uint64_t limit = std::min<uint64_t>(kMaxSnapshotsTableBytes, file_size - h.snapshots_offset);
+  uint64_t off = 0;
+  std::vector<uint8_t> fixed(kSnapshotFixedBytes);
+  out.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
+  for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
+    auto where = [&](const std::string& what) {
+      return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
+    };
+    if (off + kSnapshotFixedBytes > limit) return where("lies beyond the end of the table");
+    QD_TRY(file.read_exact(h.snapshots_offset + off, fixed, "snapshot table"));
+    Snapshot s;
+    const uint8_t* p = fixed.data();
+    s.l1_table_offset = load_be64(p);
+    s.l1_size = load_be32(p + 8);
+    uint16_t id_len = load_be16(p + 12);
+    uint16_t name_len = load_be16(p + 14);
+    s.date_sec = load_be32(p + 16);
+    s.date_nsec = load_be32(p + 20);
+    s.vm_clock_nsec = load_be64(p + 24);
+    s.vm_state_size = load_be32(p + 32);
+    uint32_t extra_len = load_be32(p + 36);
+    if (extra_len > kMaxSnapshotExtraData) return where("too much extra data");
+    uint64_t var = uint64_t{extra_len} + id_len + name_len;
+    uint64_t entry = 0;
+    (void)align_up(kSnapshotFixedBytes + var, 8, &entry);
+    // The padding of the last entry need not be in the file (QEMU omits it).
+    if (off + kSnapshotFixedBytes + var > limit) return where("lies beyond the end of the table");
+    std::vector<uint8_t> rest(var);
+    QD_TRY(file.read_exact(h.snapshots_offset + off + kSnapshotFixedBytes, rest,
+                           "snapshot table"));
+    s.extra.assign(rest.begin(), rest.begin() + extra_len);
+    if (extra_len >= 8) s.vm_state_size_large = load_be64(s.extra.data());
+    if (extra_len >= 16) s.disk_size = load_be64(s.extra.data() + 8);
+    if (extra_len >= 24) s.icount = load_be64(s.extra.data() + 16);
+    s.id.assign(rest.begin() + extra_len, rest.begin() + extra_len + id_len);
+    s.name.assign(rest.begin() + extra_len + id_len, rest.end());
+    if (h.version >= 3 && extra_len < 16) return where("version 3 needs 16 bytes of extra data");
+    if (s.l1_size > kMaxL1Entries) return where("L1 table is too large");
+    if (s.l1_table_offset % h.cluster_size() != 0) return where("L1 table is not cluster aligned");
+    if (s.l1_size > 0 && (s.l1_table_offset > file_size ||
+                          uint64_t{s.l1_size} * 8 > file_size - s.l1_table_offset)) {
+      return where("L1 table lies beyond the end of the file");
+    }
+    s.entry_bytes = entry;
+    off += entry;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace qdedup::qcow2

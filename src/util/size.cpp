@@ -1,0 +1,80 @@
+#include "util/size.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace qdedup {
+
+Result<uint64_t> parse_size(std::string_view text) {
+  const std::string bad = "invalid size '" + std::string(text) + "'";
+  if (text.empty()) return invalid_argument(bad);
+  size_t i = 0;
+  uint64_t whole = 0;
+  bool any_digit = false;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (whole > (UINT64_MAX - d) / 10) return invalid_argument(bad);
+    whole = whole * 10 + d;
+    any_digit = true;
+    ++i;
+  }
+  double frac = 0.0;
+  bool has_frac = false;
+  if (i < text.size() && text[i] == '.') {
+    has_frac = true;
+    ++i;
+    double scale = 0.1;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      frac += scale * (text[i] - '0');
+      scale /= 10;
+      any_digit = true;
+      ++i;
+    }
+  }
+  if (!any_digit) return invalid_argument(bad);
+  unsigned shift = 0;
+  if (i < text.size()) {
+    switch (text[i]) {
+      case 'b': case 'B': shift = 0; break;
+      case 'k': case 'K': shift = 10; break;
+      case 'm': case 'M': shift = 20; break;
+      case 'g': case 'G': shift = 30; break;
+      case 't': case 'T': shift = 40; break;
+      case 'p': case 'P': shift = 50; break;
+      case 'e': case 'E': shift = 60; break;
+      default: return invalid_argument(bad);
+    }
+    ++i;
+  }
+  if (i != text.size()) return invalid_argument(bad);
+  if (has_frac && shift == 0) return invalid_argument(bad);
+  if (shift > 0 && whole > (UINT64_MAX >> shift)) return invalid_argument(bad);
+  uint64_t value = whole << shift;
+  if (has_frac) {
+    double extra = std::floor(frac * std::ldexp(1.0, static_cast<int>(shift)));
+    uint64_t e = static_cast<uint64_t>(extra);
+    if (value > UINT64_MAX - e) return invalid_argument(bad);
+    value += e;
+  }
+  if (value > static_cast<uint64_t>(INT64_MAX)) {
+    return invalid_argument(bad + ": too large");
+  }
+  return value;
+}
+
+std::string format_iec_size(uint64_t bytes) {
+  static const char* const kSuffixes[] = {"B", "KiB", "MiB", "GiB",
+                                          "TiB", "PiB", "EiB"};
+  // As QEMU: pick the unit so that the number printed is below 1000.
+  int exp = 0;
+  std::frexp(static_cast<double>(bytes) / (1000.0 / 1024.0), &exp);
+  int unit = exp > 0 ? (exp - 1) / 10 : 0;
+  if (unit > 6) unit = 6;
+  double div = std::ldexp(1.0, unit * 10);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%0.3g %s", static_cast<double>(bytes) / div,
+                kSuffixes[unit]);
+  return buf;
+}
+
+}  // namespace qdedup

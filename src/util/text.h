@@ -1,0 +1,18 @@
+// Making untrusted strings (names read from an image) safe to print.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <cstdint>
+
+namespace qdedup {
+
+// Printable ASCII is kept; backslash and every other byte become \\ or \xNN,
+// so a name from a hostile image cannot move the cursor or fake output lines.
+std::string escape_for_display(std::string_view s);
+
+// Valid UTF-8 for JSON: invalid bytes become U+FFFD (nlohmann::json would
+// otherwise throw on output).
+std::string to_valid_utf8(std::string_view s);
+
+}  // namespace qdedup
