@@ -1,8 +1,8 @@
 // qdedup create [-f qcow2|raw] [-o OPTIONS] [-b BACKING [-F FMT]] FILE [SIZE]
 #include <cstdio>
-#include <random>
 
 #include "commands/command.h"
+#include "dedup/extension.h"
 #include "io/posix_file.h"
 #include "qcow2/chain.h"
 #include "qcow2/create.h"
@@ -21,23 +21,17 @@ struct CreateArgs {
   std::string size;
 };
 
-std::string temp_name_beside(const std::string& target) {
-  std::random_device rd;
-  auto slash = target.rfind('/');
-  std::string dir = slash == std::string::npos ? "" : target.substr(0, slash + 1);
-  std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
-  return dir + "." + base + ".qdedup-" + std::to_string(rd() % 1000000);
-}
-
 // Writes the image to a temporary file beside FILE, then renames it into
 // place, so a failed create leaves no file and never damages an existing one.
 Status write_new_image(const std::string& path, const qcow2::CreateRequest& req) {
   std::unique_ptr<io::PosixFile> guard;
   if (io::file_exists(path)) {
     // Overwriting, as qemu-img does, but never an image someone is using.
-    QD_ASSIGN_OR_RETURN(guard, io::PosixFile::open(path, {.writable = true, .lock = io::LockMode::kWrite}));
+    QD_ASSIGN_OR_RETURN(guard, io::PosixFile::open(path, {.writable = true,
+                                                          .require_regular = true,
+                                                          .lock = io::LockMode::kWrite}));
   }
-  std::string tmp = temp_name_beside(path);
+  std::string tmp = io::temporary_name_beside(path);
   auto opened = io::PosixFile::open(tmp, {.writable = true, .create = true, .exclusive = true});
   if (!opened) return opened.status();
   std::unique_ptr<io::PosixFile> file = std::move(opened).value();
@@ -74,10 +68,11 @@ Status run_create(const CreateArgs& a) {
     if (!parsed) return at_file(parsed.status());
     req.size = *parsed;
   }
-  if (req.dedup != "off") {
-    return at_file(unsupported("dedup=" + req.dedup +
-                               " is not yet supported: the dedup header extension does not exist yet"));
+  if (req.dedup != "off" && req.format != "qcow2") {
+    return at_file(invalid_argument("dedup needs the qcow2 format"));
   }
+  QD_TRY(at_file(dedup::apply_dedup_create_options(req.dedup, req.dedup_verify == "on",
+                                                   req.cluster_size_set, req.image)));
   if (req.format == "raw" && (!req.image.backing_file.empty())) {
     return at_file(invalid_argument("raw images have no backing file"));
   }
@@ -113,7 +108,8 @@ Status run_create(const CreateArgs& a) {
 std::function<int()> register_create(CLI::App& app) {
   auto a = std::make_shared<CreateArgs>();
   app.add_option("-f", a->format, "Image format: qcow2 (default) or raw");
-  app.add_option("-o", a->options, "Comma-separated key=value options ('-o help' lists them)");
+  app.add_option("-o", a->options, "Comma-separated key=value options ('-o help' lists them)")
+      ->allow_extra_args(false);
   app.add_option("-b", a->backing, "Backing file");
   app.add_option("-F", a->backing_format, "Backing file format (qcow2 or raw)");
   app.add_option("FILE", a->file, "Image to create")->required(false);

@@ -1,11 +1,13 @@
 // qdedup info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 
 #include "commands/command.h"
+#include "dedup/extension.h"
 #include "qcow2/chain.h"
 #include "qcow2/image.h"
 #include "qcow2/info.h"
@@ -18,6 +20,77 @@ namespace {
 
 using nlohmann::ordered_json;
 using qcow2::ImageInfo;
+
+// qdedup's own facts about an image: its dedup extension, if any.
+struct DedupInfo {
+  std::optional<dedup::DedupExtension> ext;
+  bool index_valid = false;
+  std::string error;  // the extension could not be decoded
+};
+
+struct InfoEntry {
+  ImageInfo image;
+  std::optional<DedupInfo> dedup;
+};
+
+std::optional<DedupInfo> collect_dedup(const qcow2::Header& h) {
+  auto found = dedup::find_dedup_extension(h);
+  DedupInfo d;
+  if (!found) {
+    d.error = found.status().message();
+    return d;
+  }
+  if (!*found) return std::nullopt;
+  d.ext = **found;
+  d.index_valid = (h.autoclear_features & dedup::kAutoclearDedupIndex) != 0;
+  return d;
+}
+
+ordered_json dedup_json(const DedupInfo& d) {
+  ordered_json j;
+  if (!d.ext) {
+    j["error"] = to_valid_utf8(d.error);
+    return j;
+  }
+  const dedup::DedupExtension& e = *d.ext;
+  auto algo = dedup::hash_from_id(e.hash_algorithm);
+  j["hash"] = algo ? dedup::hash_name(*algo) : "unknown";
+  j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
+  j["index-valid"] = d.index_valid;
+  j["index-entries"] = e.index_entries;
+  j["index-size"] = e.index_size;
+  j["refcount-cap"] = e.refcount_cap;
+  const dedup::DedupCounters& c = e.counters;
+  j["counters"] = {{"clusters-deduplicated", c.clusters_deduplicated},
+                   {"clusters-stored-unique", c.clusters_stored_unique},
+                   {"index-entries-added", c.index_entries_added},
+                   {"index-entries-removed", c.index_entries_removed},
+                   {"clusters-freed", c.clusters_freed},
+                   {"refcount-cap-overflows", c.refcount_cap_overflows},
+                   {"partial-cluster-reads", c.partial_cluster_reads}};
+  return j;
+}
+
+void render_dedup_human(const DedupInfo& d, std::FILE* out) {
+  std::fprintf(out, "Deduplication (qdedup):\n");
+  if (!d.ext) {
+    std::fprintf(out, "    error: %s\n", escape_for_display(d.error).c_str());
+    return;
+  }
+  ordered_json j = dedup_json(d);
+  std::fprintf(out, "    hash: %s%s\n", j["hash"].get<std::string>().c_str(),
+               j["verify"].get<bool>() ? " (verify)" : "");
+  std::fprintf(out, "    index: %s\n",
+               d.index_valid ? "valid" : "stale (the image was written by a program that does not "
+                                         "maintain it; qdedup rebuilds it before deduplicating)");
+  std::fprintf(out, "    index entries: %llu\n", static_cast<unsigned long long>(d.ext->index_entries));
+  std::fprintf(out, "    refcount cap: %llu\n", static_cast<unsigned long long>(d.ext->refcount_cap));
+  for (const auto& [k, v] : j["counters"].items()) {
+    std::string key = k;
+    std::replace(key.begin(), key.end(), '-', ' ');
+    std::fprintf(out, "    %s: %llu\n", key.c_str(), static_cast<unsigned long long>(v.get<uint64_t>()));
+  }
+}
 
 struct InfoArgs {
   std::string format;
@@ -143,9 +216,15 @@ void render_human(const ImageInfo& i, std::FILE* out) {
   }
 }
 
+ordered_json entry_json(const InfoEntry& e) {
+  ordered_json j = to_json(e.image);
+  if (e.dedup) j["qdedup"] = dedup_json(*e.dedup);
+  return j;
+}
+
 // Collects the image's facts and, with --backing-chain, its backing files'.
-Result<std::vector<ImageInfo>> collect(const InfoArgs& a) {
-  std::vector<ImageInfo> infos;
+Result<std::vector<InfoEntry>> collect(const InfoArgs& a) {
+  std::vector<InfoEntry> infos;
   qcow2::OpenRequest req{a.file, a.format, false, a.force_share, false};
   for (int depth = 0;; ++depth) {
     if (depth > qcow2::kMaxChainDepth) {
@@ -157,12 +236,13 @@ Result<std::vector<ImageInfo>> collect(const InfoArgs& a) {
     io::File* file = img ? &img->file() : &static_cast<qcow2::RawDevice*>(dev.get())->file();
     auto info = qcow2::collect_info(*dev, *file);
     if (!info) return info.status().with_prefix(req.path);
-    infos.push_back(*info);
+    InfoEntry entry{*info, img ? collect_dedup(img->header()) : std::nullopt};
+    infos.push_back(entry);
     if (!a.backing_chain || !info->full_backing_filename) break;
     for (const auto& prev : infos) {
-      if (prev.filename == *info->full_backing_filename) {
+      if (prev.image.filename == *info->full_backing_filename) {
         return corruption(req.path + ": backing chain loops back to '" +
-                          escape_for_display(prev.filename) + "'");
+                          escape_for_display(prev.image.filename) + "'");
       }
     }
     req.path = *info->full_backing_filename;
@@ -187,16 +267,17 @@ std::function<int()> register_info(CLI::App& app) {
     if (a->output == "json") {
       if (a->backing_chain) {
         ordered_json arr = ordered_json::array();
-        for (const auto& i : *infos) arr.push_back(to_json(i));
+        for (const auto& i : *infos) arr.push_back(entry_json(i));
         std::cout << arr.dump(4) << "\n";
       } else {
-        std::cout << to_json(infos->front()).dump(4) << "\n";
+        std::cout << entry_json(infos->front()).dump(4) << "\n";
       }
       return 0;
     }
     for (size_t n = 0; n < infos->size(); ++n) {
       if (n > 0) std::printf("\n");
-      render_human((*infos)[n], stdout);
+      render_human((*infos)[n].image, stdout);
+      if ((*infos)[n].dedup) render_dedup_human(*(*infos)[n].dedup, stdout);
     }
     return 0;
   };

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <vector>
 
 namespace qdedup::io {
@@ -73,6 +74,18 @@ Result<std::unique_ptr<PosixFile>> PosixFile::open(const std::string& path,
   }
   QD_TRY(file->apply_lock(options.lock));
   return file;
+}
+
+Result<std::unique_ptr<PosixFile>> PosixFile::open_temporary(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    // No O_TMPFILE on this file system: create and unlink at once.
+    std::string templ = dir + "/.qdedup-scratch-XXXXXX";
+    fd = ::mkstemp(templ.data());
+    if (fd < 0) return io_error(dir + ": cannot create a scratch file: " + std::strerror(errno));
+    ::unlink(templ.c_str());
+  }
+  return std::unique_ptr<PosixFile>(new PosixFile(dir + "/(scratch)", fd));
 }
 
 PosixFile::~PosixFile() {
@@ -196,6 +209,20 @@ Status PosixFile::punch_hole(uint64_t offset, uint64_t len) {
 
 void remove_file(const std::string& path) { (void)::unlink(path.c_str()); }
 
+std::string directory_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string temporary_name_beside(const std::string& target) {
+  std::random_device rd;
+  auto slash = target.rfind('/');
+  std::string dir = slash == std::string::npos ? "" : target.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
+  return dir + "." + base + ".qdedup-" + std::to_string(rd());
+}
+
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
@@ -205,10 +232,7 @@ Status rename_file(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return io_error(std::string("rename: ") + std::strerror(errno));
   }
-  std::string dir = ".";
-  if (auto slash = to.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : to.substr(0, slash);
-  }
+  std::string dir = directory_of(to);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);

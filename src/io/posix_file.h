@@ -28,6 +28,8 @@ class PosixFile : public File {
  public:
   static Result<std::unique_ptr<PosixFile>> open(const std::string& path,
                                                  const OpenOptions& options);
+  // An anonymous file in `dir` that vanishes when closed (scratch space).
+  static Result<std::unique_ptr<PosixFile>> open_temporary(const std::string& dir);
   ~PosixFile() override;
   PosixFile(const PosixFile&) = delete;
   PosixFile& operator=(const PosixFile&) = delete;
@@ -55,5 +57,10 @@ void remove_file(const std::string& path);
 // Atomically renames `from` to `to` and syncs the directory.
 Status rename_file(const std::string& from, const std::string& to);
 bool file_exists(const std::string& path);
+// A fresh name in the directory of `target`, for writing a file that is then
+// renamed over `target` (".NAME.qdedup-RANDOM").
+std::string temporary_name_beside(const std::string& target);
+// The directory part of `path` ("." if none).
+std::string directory_of(const std::string& path);
 
 }  // namespace qdedup::io

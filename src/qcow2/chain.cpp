@@ -1,5 +1,7 @@
 #include "qcow2/chain.h"
 
+#include <spdlog/spdlog.h>
+
 #include <climits>
 #include <cstdlib>
 #include <set>
@@ -65,6 +67,9 @@ struct ChainOpener {
     auto img = Image::open(std::move(f), ImageOptions{req.writable});
     if (!img) return fail(img.status());
     std::unique_ptr<Image> image = std::move(img).value();
+    spdlog::debug("{}: qcow2 v{}, cluster size {}, {} snapshots, depth {}{}", req.path,
+                  image->header().version, image->geometry().cluster_size,
+                  image->snapshots().size(), depth, req.writable ? ", writable" : "");
     if (req.open_backing && image->header().has_backing()) {
       const std::string& name = image->header().backing_file;
       if (looks_like_protocol(name)) {

@@ -65,6 +65,12 @@ Status create_image(io::File& file, const CreateOptions& o) {
     if (o.compression_type != kCompressionZlib) h.incompatible_features |= kIncompatCompression;
     // QEMU writes its feature name table only where cluster 0 has room.
     if ((uint64_t{1} << o.cluster_bits) > 4096) h.feature_names = default_feature_names();
+    h.unknown_extensions = o.extensions;
+    h.autoclear_features = o.autoclear_features;
+    if (!o.extra_feature_names.empty()) {
+      if (h.feature_names.empty()) h.feature_names = default_feature_names();
+      for (const auto& f : o.extra_feature_names) h.feature_names.push_back(f);
+    }
   }
   if (!o.backing_file.empty()) {
     h.backing_file = o.backing_file;
@@ -92,7 +98,14 @@ Status create_image(io::File& file, const CreateOptions& o) {
   h.l1_table_offset = rb_offset + rb * cs;
   uint64_t used_clusters = 1 + rt + rb + l1_clusters;
 
-  QD_ASSIGN_OR_RETURN(std::vector<uint8_t> cluster0, encode_header(h));
+  auto encoded = encode_header(h);
+  if (!encoded && !h.feature_names.empty()) {
+    // Small clusters: drop the (optional) feature name table to make room.
+    h.feature_names.clear();
+    encoded = encode_header(h);
+  }
+  if (!encoded) return encoded.status();
+  std::vector<uint8_t> cluster0 = std::move(encoded).value();
   QD_TRY(file.truncate(0));
   QD_TRY(file.pwrite(0, cluster0));
   std::vector<uint8_t> table(rt * cs, 0);

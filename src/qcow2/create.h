@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/file.h"
 #include "qcow2/header.h"
@@ -21,6 +22,10 @@ struct CreateOptions {
   uint8_t compression_type = 0;
   std::string backing_file;
   std::string backing_format;
+  // Added by upper layers (the dedup extension and its autoclear bit).
+  std::vector<HeaderExtension> extensions;
+  std::vector<FeatureName> extra_feature_names;
+  uint64_t autoclear_features = 0;
 };
 
 // Checks option combinations exactly as qemu-img create does.
@@ -41,6 +46,8 @@ struct CreateRequest {
   std::string format = "qcow2";
   std::optional<uint64_t> size;  // from -o size= or the SIZE argument
   std::string dedup = "off";
+  bool cluster_size_set = false;  // cluster_size given explicitly
+  std::string dedup_verify = "off";
   bool help = false;             // -o help
 };
 Status apply_create_options(const std::string& text, CreateRequest& req);

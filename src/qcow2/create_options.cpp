@@ -24,7 +24,8 @@ constexpr OptionHelp kOptions[] = {
     {"cluster_size=<size>", "qcow2 cluster size (512 to 2M, power of two)"},
     {"compat=<str>", "Compatibility level (0.10 or 1.1)"},
     {"compression_type=<str>", "Compression method used for image cluster compression (zlib or zstd)"},
-    {"dedup=<str>", "Deduplication hash (off, sha256, skein)"},
+    {"dedup=<str>", "Deduplication hash (off, sha256, skein, blake2b, xxh3); 4k clusters by default"},
+    {"dedup_verify=<bool (on/off)>", "Compare cluster bytes before sharing them"},
     {"extended_l2=<bool (on/off)>", "Extended L2 tables"},
     {"lazy_refcounts=<bool (on/off)>", "Postpone refcount updates"},
     {"refcount_bits=<num>", "Width of a reference count entry in bits (1 to 64, power of two)"},
@@ -42,6 +43,7 @@ Status apply_one(const std::string& key, const std::string& value, CreateRequest
       return invalid_argument("cluster size must be a power of two between 512 and 2048k");
     }
     o.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(cs));
+    req.cluster_size_set = true;
   } else if (key == "compat") {
     if (value == "0.10" || value == "v2") {
       o.version = 2;
@@ -76,6 +78,9 @@ Status apply_one(const std::string& key, const std::string& value, CreateRequest
     o.backing_format = value;
   } else if (key == "dedup") {
     req.dedup = value;
+  } else if (key == "dedup_verify") {
+    QD_ASSIGN_OR_RETURN(bool v, parse_bool(key, value));
+    req.dedup_verify = v ? "on" : "off";
   } else if (key == "preallocation") {
     if (value != "off") return unsupported("preallocation=" + value + " is not supported");
   } else {

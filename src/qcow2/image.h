@@ -76,6 +76,14 @@ class Image : public BlockDevice {
   // Flushes and sets COPIED on entries whose cluster became owned again.
   Status close();
 
+  // Rewrites cluster 0 from `h` (which must keep this image's geometry and
+  // table locations) and flushes. For header extensions of upper layers.
+  Status rewrite_header(const Header& h);
+  // Sets autoclear bits with an 8-byte write at offset 88, flushed.
+  Status set_autoclear(uint64_t bits);
+  // Host offset just past the last byte of the file, rounded up to a cluster.
+  Result<uint64_t> end_of_file_cluster();
+
  private:
   struct L2Table {
     std::vector<uint8_t> mem;   // current contents

@@ -323,3 +323,33 @@ Status Image::close() {
 }
 
 }  // namespace qdedup::qcow2
+
+namespace qdedup::qcow2 {
+
+Status Image::rewrite_header(const Header& h) {
+  if (!writable_) return invalid_argument("image is open read-only");
+  QD_TRY(flush());
+  QD_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, encode_header(h));
+  // The whole cluster, as QEMU's qcow2_update_header() writes it: stale bytes
+  // of a longer old extension area must not survive past the end marker.
+  QD_TRY(file_->pwrite(0, bytes));
+  QD_TRY(file_->flush());
+  QD_ASSIGN_OR_RETURN(header_, decode_header(bytes));
+  return Status::ok();
+}
+
+Status Image::set_autoclear(uint64_t bits) {
+  if (!writable_) return invalid_argument("image is open read-only");
+  header_.autoclear_features |= bits;
+  uint8_t b[8];
+  store_be64(b, header_.autoclear_features);
+  QD_TRY(file_->pwrite(kOffAutoclearFeatures, b));
+  return file_->flush();
+}
+
+Result<uint64_t> Image::end_of_file_cluster() {
+  QD_ASSIGN_OR_RETURN(uint64_t size, file_->size());
+  return (size + g_.cluster_size - 1) & ~(g_.cluster_size - 1);
+}
+
+}  // namespace qdedup::qcow2

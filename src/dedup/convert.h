@@ -1,0 +1,47 @@
+// `convert`: copy one or more source disks (concatenated) into a new or
+// existing raw or qcow2 target, deduplicating clusters when asked.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dedup/extension.h"
+#include "qcow2/create.h"
+#include "util/status.h"
+
+namespace qdedup::dedup {
+
+struct ConvertOptions {
+  std::vector<std::string> sources;
+  std::string source_format;       // "" probes each source
+  bool force_share = false;        // -U on the sources
+  std::string target;
+  std::string target_format = "raw";
+  qcow2::CreateRequest create;     // -o options (qcow2 target)
+  uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
+  bool existing_target = false;    // -n
+  bool progress = false;           // -p
+  unsigned threads = 0;            // hashing threads; 0: all cores
+};
+
+struct ConvertReport {
+  std::string target;
+  std::string target_format;
+  std::string hash;                // "" without dedup
+  uint64_t cluster_size = 0;
+  uint64_t guest_bytes = 0;        // virtual bytes read from the sources
+  uint64_t zero_clusters = 0;      // skipped as all-zero
+  uint64_t clusters_written = 0;   // stored as new host clusters
+  uint64_t clusters_deduplicated = 0;
+  uint64_t refcount_cap_overflows = 0;
+  uint64_t index_entries = 0;
+  uint64_t index_memory_bytes = 0;
+  double hash_seconds = 0;         // wall time spent hashing
+  double wall_seconds = 0;
+  uint64_t bytes_saved() const { return clusters_deduplicated * cluster_size; }
+};
+
+Result<ConvertReport> convert(const ConvertOptions& options);
+
+}  // namespace qdedup::dedup

@@ -1,0 +1,123 @@
+#include "dedup/dedup_writer.h"
+
+#include <openssl/evp.h>
+
+#include <cstring>
+
+#include "util/endian.h"
+
+namespace qdedup::dedup {
+
+DedupWriter::DedupWriter(qcow2::Image& image, const DedupConfig& config,
+                         std::unique_ptr<io::File> scratch)
+    : image_(image),
+      config_(config),
+      cap_(config.refcount_cap ? std::min(config.refcount_cap, image.geometry().refcount_max)
+                               : image.geometry().refcount_max),
+      index_(std::move(scratch), digest_size(config.algorithm)) {}
+
+Status DedupWriter::store_new(uint64_t guest_cluster, std::span<const uint8_t> data,
+                              const uint8_t* hash) {
+  QD_TRY(image_.write_cluster(guest_cluster, data));
+  QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, image_.l2_entry(guest_cluster));
+  QD_TRY(index_.insert(hash, e.host_offset(), guest_cluster));
+  ++counters_.clusters_stored_unique;
+  ++counters_.index_entries_added;
+  return Status::ok();
+}
+
+Result<bool> DedupWriter::same_bytes(uint64_t host_offset, std::span<const uint8_t> data) {
+  verify_buf_.resize(data.size());
+  QD_TRY(image_.file().read_exact(host_offset, verify_buf_, "deduplicated cluster"));
+  return std::memcmp(verify_buf_.data(), data.data(), data.size()) == 0;
+}
+
+Status DedupWriter::put(uint64_t guest_cluster, std::span<const uint8_t> data, const uint8_t* hash) {
+  QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(hash));
+  if (!hit) return store_new(guest_cluster, data, hash);
+  const uint64_t target = hit->host_offset >> image_.geometry().cluster_bits;
+  QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(target));
+  if (rc >= cap_) {
+    // The target is full: this copy is stored and becomes the new target.
+    ++counters_.refcount_cap_overflows;
+    ++counters_.index_entries_removed;
+    return store_new(guest_cluster, data, hash);
+  }
+  if (config_.verify) {
+    QD_ASSIGN_OR_RETURN(bool same, same_bytes(hit->host_offset, data));
+    if (!same) {
+      // A hash collision: keep the indexed cluster, store this one unshared.
+      QD_TRY(image_.write_cluster(guest_cluster, data));
+      ++counters_.clusters_stored_unique;
+      return Status::ok();
+    }
+  }
+  QD_TRY(image_.link_cluster(guest_cluster, hit->host_offset, hit->owner_guest_cluster));
+  ++counters_.clusters_deduplicated;
+  return Status::ok();
+}
+
+// The index: entries sorted by hash (hash, then the 8-byte host offset),
+// written into clusters past the end of the file; not refcounted.
+Status DedupWriter::write_index(DedupExtension& ext) {
+  QD_ASSIGN_OR_RETURN(uint64_t offset, image_.end_of_file_cluster());
+  const size_t hs = index_.hash_size();
+  const size_t entry_size = hs + 8;
+  std::vector<uint8_t> buf;
+  buf.reserve(1 << 20);
+  uint64_t written = 0, entries = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx == nullptr) return io_error("out of memory");
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  auto emit = [&]() -> Status {
+    EVP_DigestUpdate(ctx, buf.data(), buf.size());
+    QD_TRY(image_.file().pwrite(offset + written, buf));
+    written += buf.size();
+    buf.clear();
+    return Status::ok();
+  };
+  Status st = index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
+    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> image_.geometry().cluster_bits));
+    if (rc == 0 || rc >= cap_) return Status::ok();  // not a target any more
+    size_t at = buf.size();
+    buf.resize(at + entry_size);
+    std::memcpy(buf.data() + at, hash, hs);
+    store_be64(buf.data() + at + hs, e.host_offset);
+    ++entries;
+    if (buf.size() >= (1u << 20)) return emit();
+    return Status::ok();
+  });
+  if (st && !buf.empty()) st = emit();
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, ext.index_checksum.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  QD_TRY(st);
+  QD_TRY(image_.file().flush());
+  ext.index_offset = entries ? offset : 0;
+  ext.index_size = written;
+  ext.index_entries = entries;
+  return Status::ok();
+}
+
+Status DedupWriter::finish() {
+  QD_TRY(image_.close());
+  DedupExtension ext;
+  ext.hash_algorithm = static_cast<uint32_t>(config_.algorithm);
+  ext.hash_size = static_cast<uint32_t>(digest_size(config_.algorithm));
+  ext.flags = config_.verify ? kDedupFlagVerify : 0;
+  ext.refcount_cap = cap_;
+  ext.counters = counters_;
+  QD_TRY(write_index(ext));
+  qcow2::Header h = image_.header();
+  put_dedup_extension(h, ext);
+  Status st = image_.rewrite_header(h);
+  if (!st && st.code() == StatusCode::kInvalidArgument) {
+    // Cluster 0 too small for the feature name table as well: drop the table.
+    h.feature_names.clear();
+    st = image_.rewrite_header(h);
+  }
+  QD_TRY(st);
+  return image_.set_autoclear(kAutoclearDedupIndex);
+}
+
+}  // namespace qdedup::dedup

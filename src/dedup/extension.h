@@ -1,0 +1,75 @@
+// The dedup header extension and the "dedup index valid" autoclear bit
+// (docs/format.md, sections 3 and 4).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <span>
+#include <vector>
+
+#include "dedup/hash.h"
+#include "qcow2/create.h"
+#include "qcow2/header.h"
+#include "util/status.h"
+
+namespace qdedup::dedup {
+
+// Stored on disk: never renumber.
+inline constexpr uint32_t kExtDedup = 0x51444450;  // "QDDP"
+inline constexpr uint32_t kExtDedupVersion = 1;
+inline constexpr uint32_t kExtDedupLength = 144;
+inline constexpr unsigned kAutoclearDedupBit = 62;
+inline constexpr uint64_t kAutoclearDedupIndex = 1ull << kAutoclearDedupBit;
+inline constexpr const char* kDedupFeatureName = "qdedup index valid";
+inline constexpr uint32_t kDedupFlagVerify = 1u << 0;
+
+struct DedupCounters {
+  uint64_t clusters_deduplicated = 0;
+  uint64_t clusters_stored_unique = 0;
+  uint64_t index_entries_added = 0;
+  uint64_t index_entries_removed = 0;
+  uint64_t clusters_freed = 0;
+  uint64_t refcount_cap_overflows = 0;
+  uint64_t partial_cluster_reads = 0;
+};
+
+struct DedupExtension {
+  uint32_t ext_version = kExtDedupVersion;
+  uint32_t hash_algorithm = static_cast<uint32_t>(HashAlgorithm::kSha256);
+  uint32_t flags = 0;
+  uint32_t hash_size = 32;
+  uint64_t index_offset = 0;
+  uint64_t index_size = 0;
+  uint64_t index_entries = 0;
+  uint64_t refcount_cap = 0;
+  std::array<uint8_t, 32> index_checksum{};
+  DedupCounters counters;
+};
+
+std::vector<uint8_t> encode_dedup_extension(const DedupExtension& e);
+// Checks syntax and known values (version, algorithm, hash size, reserved
+// bits); the index location is checked against the file by validate.
+Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes);
+Status validate_dedup_extension(const DedupExtension& e, uint64_t file_size,
+                                uint64_t cluster_size, uint64_t refcount_max);
+
+// The extension of an image with an empty (and valid) index.
+DedupExtension empty_dedup_extension(HashAlgorithm algorithm, bool verify, uint64_t refcount_cap);
+// SHA-256 of the index bytes, as stored in index_checksum.
+std::array<uint8_t, 32> index_checksum(std::span<const uint8_t> index_bytes);
+
+// Applies `dedup=`/`dedup_verify=` create options to `o`: the extension, its
+// feature name and its autoclear bit; 4 KiB clusters unless set explicitly.
+Status apply_dedup_create_options(const std::string& dedup, bool verify, bool cluster_size_set,
+                                  qcow2::CreateOptions& o);
+
+// The extension of a decoded header, if present (it is kept among the
+// header's unknown extensions by the qcow2 layer).
+Result<std::optional<DedupExtension>> find_dedup_extension(const qcow2::Header& h);
+// Replaces (or adds) the extension in `h` and makes sure the feature name
+// table names the autoclear bit.
+void put_dedup_extension(qcow2::Header& h, const DedupExtension& e);
+
+}  // namespace qdedup::dedup

@@ -1,0 +1,83 @@
+// Parallel cluster hashing: one batch of consecutive chunks hashed on all
+// cores, digests written in chunk order. Used by convert, dedup-offline and
+// check --verify-hashes.
+//
+// The pool owns persistent worker threads, each with its own Hasher; the
+// calling thread hashes a share of every batch too. A batch is split into one
+// contiguous range of chunks per thread, so threads take no lock per chunk:
+// only to start and to finish a batch.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "dedup/hash.h"
+
+namespace qdedup::dedup {
+
+class HashPool {
+ public:
+  // Makes one Hasher per thread; every one must have the same digest_size().
+  using HasherFactory = std::function<std::unique_ptr<Hasher>()>;
+
+  // `threads` counts every thread that hashes, the caller included, so 1
+  // means no worker threads; 0 is taken as 1. Precondition: `algorithm` is
+  // one of HashAlgorithm's enumerators (from parse_hash_name or hash_from_id).
+  explicit HashPool(HashAlgorithm algorithm,
+                    unsigned threads = std::thread::hardware_concurrency());
+  // The same with any Hasher, e.g. a test hasher that maps all data to one
+  // digest to inject collisions.
+  HashPool(const HasherFactory& make, unsigned threads);
+  // Stops and joins the workers.
+  ~HashPool();
+  HashPool(const HashPool&) = delete;
+  HashPool& operator=(const HashPool&) = delete;
+
+  size_t digest_size() const { return digest_size_; }
+  unsigned threads() const { return static_cast<unsigned>(hashers_.size()); }
+
+  // Hashes data[0, chunk_size), data[chunk_size, 2 * chunk_size), ...; the
+  // last chunk is shorter when data.size() is not a multiple of chunk_size.
+  // Writes digest_size() bytes per chunk to digests_out, in chunk order:
+  // ceil(data.size() / chunk_size) digests, none for empty data.
+  // Precondition: chunk_size > 0. Returns when every digest is written.
+  // Calls from several threads are serialized.
+  void hash_chunks(std::span<const uint8_t> data, size_t chunk_size, uint8_t* digests_out);
+
+ private:
+  struct Batch {
+    const uint8_t* data = nullptr;
+    size_t size = 0;
+    size_t chunk_size = 0;
+    uint8_t* out = nullptr;
+    size_t chunks = 0;
+    unsigned parts = 0;  // ranges in this batch: part 0 is the caller's
+  };
+
+  void start_workers(unsigned threads);
+  void worker_main(unsigned part, Hasher& hasher);
+  void hash_part(Hasher& hasher, const Batch& batch, unsigned part) const;
+
+  size_t digest_size_ = 0;
+  std::vector<std::unique_ptr<Hasher>> hashers_;  // [0] is the caller's
+  std::vector<std::thread> workers_;              // worker i hashes part i + 1
+
+  std::mutex call_mu_;  // one batch at a time
+
+  std::mutex mu_;  // guards the fields below
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  Batch batch_;
+  uint64_t generation_ = 0;  // incremented for each batch handed to workers
+  unsigned pending_ = 0;     // worker parts of the current batch not yet done
+  bool stop_ = false;
+};
+
+}  // namespace qdedup::dedup

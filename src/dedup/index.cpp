@@ -1,0 +1,194 @@
+#include "dedup/index.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/endian.h"
+
+namespace qdedup::dedup {
+
+namespace {
+constexpr size_t kRecordBufferBytes = 1 << 20;
+constexpr uint64_t kInitialSlots = 1024;
+// Grow at 80% load, by 1.5x: the load then stays within [53%, 80%].
+constexpr uint64_t kMaxLoadPercent = 80;
+}  // namespace
+
+RecordStore::RecordStore(std::unique_ptr<io::File> file, size_t hash_size)
+    : file_(std::move(file)), hash_size_(hash_size), record_size_(hash_size + 16) {
+  buffer_.reserve(kRecordBufferBytes);
+}
+
+Status RecordStore::write_buffer() {
+  if (buffer_.empty()) return Status::ok();
+  QD_TRY(file_->pwrite(buffer_first_ * record_size_, buffer_));
+  buffer_first_ += buffer_.size() / record_size_;
+  buffer_.clear();
+  return Status::ok();
+}
+
+Result<uint32_t> RecordStore::append(const uint8_t* hash, uint64_t host_offset, uint64_t owner) {
+  if (count_ >= UINT32_MAX) return no_space("dedup index: too many records");
+  if (buffer_.size() + record_size_ > kRecordBufferBytes) QD_TRY(write_buffer());
+  size_t at = buffer_.size();
+  buffer_.resize(at + record_size_);
+  std::memcpy(buffer_.data() + at, hash, hash_size_);
+  store_be64(buffer_.data() + at + hash_size_, host_offset);
+  store_be64(buffer_.data() + at + hash_size_ + 8, owner);
+  return static_cast<uint32_t>(count_++);
+}
+
+Status RecordStore::read(uint32_t n, uint8_t* hash_out, uint64_t* host_offset, uint64_t* owner) {
+  uint8_t tmp[64];
+  const uint8_t* p;
+  if (n >= buffer_first_) {
+    p = buffer_.data() + (n - buffer_first_) * record_size_;
+  } else {
+    QD_TRY(file_->read_exact(uint64_t{n} * record_size_,
+                             std::span<uint8_t>(tmp, record_size_), "dedup record"));
+    p = tmp;
+  }
+  std::memcpy(hash_out, p, hash_size_);
+  *host_offset = load_be64(p + hash_size_);
+  *owner = load_be64(p + hash_size_ + 8);
+  return Status::ok();
+}
+
+DedupIndex::DedupIndex(std::unique_ptr<io::File> record_file, size_t hash_size)
+    : records_(std::move(record_file), hash_size),
+      keys_(kInitialSlots, 0),
+      recs_(kInitialSlots, 0) {}
+
+uint64_t DedupIndex::fingerprint(const uint8_t* hash) {
+  uint64_t fp = load_be64(hash);
+  return fp == 0 ? 1 : fp;
+}
+
+uint64_t DedupIndex::home(uint64_t fp) const {
+  // Maps the fingerprint onto [0, slots) without a power-of-two size.
+  __extension__ using U128 = unsigned __int128;
+  return static_cast<uint64_t>((static_cast<U128>(fp) * keys_.size()) >> 64);
+}
+
+uint64_t DedupIndex::memory_bytes() const {
+  return keys_.capacity() * sizeof(uint64_t) + recs_.capacity() * sizeof(uint32_t);
+}
+
+Result<uint64_t> DedupIndex::locate(const uint8_t* hash, bool* found) {
+  uint64_t fp = fingerprint(hash);
+  uint64_t n = keys_.size();
+  uint8_t stored[64];
+  for (uint64_t slot = home(fp);; slot = slot + 1 == n ? 0 : slot + 1) {
+    if (keys_[slot] == 0) {
+      *found = false;
+      return slot;
+    }
+    if (keys_[slot] != fp) continue;
+    uint64_t host = 0, owner = 0;
+    QD_TRY(records_.read(recs_[slot], stored, &host, &owner));
+    if (std::memcmp(stored, hash, records_.hash_size()) == 0) {
+      *found = true;
+      return slot;
+    }
+  }
+}
+
+Result<std::optional<IndexEntry>> DedupIndex::find(const uint8_t* hash) {
+  bool found = false;
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found));
+  if (!found) return std::optional<IndexEntry>();
+  IndexEntry e;
+  e.record = recs_[slot];
+  uint8_t stored[64];
+  QD_TRY(records_.read(e.record, stored, &e.host_offset, &e.owner_guest_cluster));
+  return std::optional<IndexEntry>(e);
+}
+
+Status DedupIndex::insert(const uint8_t* hash, uint64_t host_offset, uint64_t owner) {
+  if ((size_ + 1) * 100 > keys_.size() * kMaxLoadPercent) grow();
+  bool found = false;
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found));
+  QD_ASSIGN_OR_RETURN(uint32_t rec, records_.append(hash, host_offset, owner));
+  if (!found) {
+    keys_[slot] = fingerprint(hash);
+    ++size_;
+  }
+  recs_[slot] = rec;
+  return Status::ok();
+}
+
+Status DedupIndex::remove(const uint8_t* hash) {
+  bool found = false;
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found));
+  if (found) erase_slot(slot);
+  return Status::ok();
+}
+
+// Backward-shift deletion keeps linear probing free of tombstones.
+void DedupIndex::erase_slot(uint64_t slot) {
+  uint64_t n = keys_.size();
+  uint64_t hole = slot;
+  for (uint64_t next = hole + 1 == n ? 0 : hole + 1; keys_[next] != 0;
+       next = next + 1 == n ? 0 : next + 1) {
+    uint64_t h = home(keys_[next]);
+    // Move `next` into the hole unless its home lies cyclically in (hole, next].
+    bool stays = hole <= next ? (hole < h && h <= next) : (hole < h || h <= next);
+    if (stays) continue;
+    keys_[hole] = keys_[next];
+    recs_[hole] = recs_[next];
+    hole = next;
+  }
+  keys_[hole] = 0;
+  --size_;
+}
+
+void DedupIndex::grow() {
+  std::vector<uint64_t> old_keys = std::move(keys_);
+  std::vector<uint32_t> old_recs = std::move(recs_);
+  uint64_t n = old_keys.size() + old_keys.size() / 2;
+  keys_.assign(n, 0);
+  recs_.assign(n, 0);
+  for (uint64_t i = 0; i < old_keys.size(); ++i) {
+    if (old_keys[i] == 0) continue;
+    uint64_t slot = home(old_keys[i]);
+    while (keys_[slot] != 0) slot = slot + 1 == n ? 0 : slot + 1;
+    keys_[slot] = old_keys[i];
+    recs_[slot] = old_recs[i];
+  }
+}
+
+Status DedupIndex::for_each_sorted(
+    const std::function<Status(const uint8_t* hash, const IndexEntry& e)>& fn) {
+  std::vector<std::pair<uint64_t, uint32_t>> order;
+  order.reserve(size_);
+  for (uint64_t i = 0; i < keys_.size(); ++i) {
+    if (keys_[i] != 0) order.emplace_back(keys_[i], recs_[i]);
+  }
+  std::sort(order.begin(), order.end());
+  // Equal fingerprints (rare) are ordered by their full hashes.
+  const size_t hs = records_.hash_size();
+  std::vector<uint8_t> a(hs), b(hs);
+  for (size_t i = 0; i + 1 < order.size(); ++i) {
+    size_t j = i;
+    while (j + 1 < order.size() && order[j + 1].first == order[i].first) ++j;
+    if (j == i) continue;
+    std::vector<std::pair<std::vector<uint8_t>, uint32_t>> group;
+    for (size_t k = i; k <= j; ++k) {
+      uint64_t h, o;
+      QD_TRY(records_.read(order[k].second, a.data(), &h, &o));
+      group.emplace_back(a, order[k].second);
+    }
+    std::sort(group.begin(), group.end());
+    for (size_t k = i; k <= j; ++k) order[k].second = group[k - i].second;
+    i = j;
+  }
+  for (const auto& [fp, rec] : order) {
+    IndexEntry e;
+    e.record = rec;
+    QD_TRY(records_.read(rec, a.data(), &e.host_offset, &e.owner_guest_cluster));
+    QD_TRY(fn(a.data(), e));
+  }
+  return Status::ok();
+}
+
+}  // namespace qdedup::dedup

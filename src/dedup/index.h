@@ -1,0 +1,82 @@
+// The in-memory dedup index: hash -> host cluster, at most 24 bytes of RAM
+// per entry with O(1) lookups.
+//
+// RAM holds an open-addressing table of 8-byte fingerprints (the first 8
+// bytes of the hash) and 4-byte record numbers: 12 bytes a slot, kept between
+// 53% and 80% full, so 15 to 22.5 bytes per entry. The full hash, the host
+// cluster and the guest cluster that owns it live in a record store on disk
+// (a temporary file), read to confirm a fingerprint match.
+//
+// Thread safety: none.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "io/file.h"
+#include "util/status.h"
+
+namespace qdedup::dedup {
+
+struct IndexEntry {
+  uint64_t host_offset = 0;          // the shared host cluster
+  uint64_t owner_guest_cluster = 0;  // a guest cluster that maps to it
+  uint32_t record = 0;
+};
+
+// Fixed-size records appended to a file, with a write buffer.
+class RecordStore {
+ public:
+  RecordStore(std::unique_ptr<io::File> file, size_t hash_size);
+  size_t hash_size() const { return hash_size_; }
+  uint64_t count() const { return count_; }
+  Result<uint32_t> append(const uint8_t* hash, uint64_t host_offset, uint64_t owner);
+  // Reads record `n` into hash_out (hash_size bytes) and the two numbers.
+  Status read(uint32_t n, uint8_t* hash_out, uint64_t* host_offset, uint64_t* owner);
+
+ private:
+  Status write_buffer();
+  std::unique_ptr<io::File> file_;
+  size_t hash_size_;
+  size_t record_size_;
+  uint64_t count_ = 0;
+  uint64_t buffer_first_ = 0;  // record number of buffer_[0]
+  std::vector<uint8_t> buffer_;
+};
+
+class DedupIndex {
+ public:
+  DedupIndex(std::unique_ptr<io::File> record_file, size_t hash_size);
+
+  Result<std::optional<IndexEntry>> find(const uint8_t* hash);
+  // Adds `hash`, or points an existing entry of the same hash elsewhere.
+  Status insert(const uint8_t* hash, uint64_t host_offset, uint64_t owner_guest_cluster);
+  Status remove(const uint8_t* hash);
+
+  uint64_t size() const { return size_; }
+  // Bytes of RAM the table uses (slots, not the record store).
+  uint64_t memory_bytes() const;
+  size_t hash_size() const { return records_.hash_size(); }
+
+  // Visits every entry in hash order.
+  Status for_each_sorted(
+      const std::function<Status(const uint8_t* hash, const IndexEntry& e)>& fn);
+
+ private:
+  static uint64_t fingerprint(const uint8_t* hash);
+  uint64_t home(uint64_t fp) const;
+  // Slot holding `hash`, or the empty slot where it would go.
+  Result<uint64_t> locate(const uint8_t* hash, bool* found);
+  void grow();
+  void erase_slot(uint64_t slot);
+
+  RecordStore records_;
+  std::vector<uint64_t> keys_;  // 0 = empty slot
+  std::vector<uint32_t> recs_;
+  uint64_t size_ = 0;
+};
+
+}  // namespace qdedup::dedup
