@@ -9,6 +9,8 @@ namespace qdedup::commands {
 const std::vector<Command>& command_table() {
   static const std::vector<Command> kCommands = {
       {"create", "Create a new qcow2 (optionally deduplicating) or raw image", register_create},
+      {"convert", "Copy disks into a raw or qcow2 image, deduplicating with -o dedup=HASH",
+       register_convert},
       {"info", "Show facts about an image (qemu-img info compatible)", register_info},
   };
   return kCommands;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "dedup/dedup_writer.h"
 #include "dedup/hash_pool.h"
@@ -197,7 +198,8 @@ class Converter {
     QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(io::directory_of(o_.target)));
     writer_ = std::make_unique<DedupWriter>(*t_.image, DedupConfig{algo, verify, 0},
                                             std::move(scratch));
-    pool_ = std::make_unique<HashPool>(algo, o_.threads);
+    pool_ = std::make_unique<HashPool>(
+        algo, o_.threads ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
     r_.hash = hash_name(algo);
     return Status::ok();
   }
