@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <string>
 
 #include "commands/command.h"
 
@@ -23,9 +24,20 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Debug logging on stderr");
   app.footer("Run 'qdedup COMMAND --help' for a command's options and an example.");
 
+  // A first word that is no command is an error, even with --help after it.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const auto& cmd : command_table()) known |= std::string(argv[1]) == cmd.name;
+    if (!known) {
+      std::fprintf(stderr, "qdedup: unknown command '%s' (see 'qdedup --help')\n", argv[1]);
+      return 1;
+    }
+  }
+
   std::function<int()> run;
   for (const auto& cmd : command_table()) {
     CLI::App* sub = app.add_subcommand(cmd.name, cmd.description);
+    sub->fallthrough();  // -q and -v work after the command too
     auto runner = cmd.setup(*sub);
     sub->callback([&run, runner] { run = runner; });
   }

@@ -165,7 +165,8 @@ std::string snapshot_row(const qcow2::SnapshotInfo& s) {
                 static_cast<unsigned long long>((s.vm_clock_nsec / 1000000) % 1000));
   std::string icount = s.icount ? std::to_string(*s.icount) : "";
   char row[512];
-  std::snprintf(row, sizeof row, "%-9s %-17s %7s%20s%13s%11s", escape_for_display(s.id).c_str(),
+  // QEMU 7.2's bdrv_snapshot_dump() row format (its header line differs).
+  std::snprintf(row, sizeof row, "%-9s %-16s %8s%20s%13s%11s", escape_for_display(s.id).c_str(),
                 escape_for_display(s.name).c_str(), format_iec_size(s.vm_state_size).c_str(), date,
                 clock, icount.c_str());
   return row;
@@ -188,7 +189,7 @@ void render_human(const ImageInfo& i, std::FILE* out) {
   }
   if (i.backing_format) std::fprintf(out, "backing file format: %s\n", escape_for_display(*i.backing_format).c_str());
   if (!i.snapshots.empty()) {
-    std::fprintf(out, "Snapshot list:\n%-9s %-17s %7s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+    std::fprintf(out, "Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
                  "VM CLOCK", "ICOUNT");
     for (const auto& s : i.snapshots) std::fprintf(out, "%s\n", snapshot_row(s).c_str());
   }
@@ -225,28 +226,34 @@ ordered_json entry_json(const InfoEntry& e) {
 // Collects the image's facts and, with --backing-chain, its backing files'.
 Result<std::vector<InfoEntry>> collect(const InfoArgs& a) {
   std::vector<InfoEntry> infos;
-  qcow2::OpenRequest req{a.file, a.format, false, a.force_share, false};
+  qcow2::OpenRequest req{a.file, a.format, false, a.force_share, false, false};
   for (int depth = 0;; ++depth) {
     if (depth > qcow2::kMaxChainDepth) {
-      return corruption(a.file + ": backing chain is deeper than " +
+      return corruption(escape_for_display(a.file) + ": backing chain is deeper than " +
                         std::to_string(qcow2::kMaxChainDepth));
     }
     QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
     auto* img = dynamic_cast<qcow2::Image*>(dev.get());
     io::File* file = img ? &img->file() : &static_cast<qcow2::RawDevice*>(dev.get())->file();
     auto info = qcow2::collect_info(*dev, *file);
-    if (!info) return info.status().with_prefix(req.path);
+    if (!info) return info.status().with_prefix(escape_for_display(req.path));
     InfoEntry entry{*info, img ? collect_dedup(img->header()) : std::nullopt};
     infos.push_back(entry);
     if (!a.backing_chain || !info->full_backing_filename) break;
     for (const auto& prev : infos) {
       if (prev.image.filename == *info->full_backing_filename) {
-        return corruption(req.path + ": backing chain loops back to '" +
+        return corruption(escape_for_display(req.path) + ": backing chain loops back to '" +
                           escape_for_display(prev.image.filename) + "'");
       }
     }
+    if (qcow2::looks_like_protocol(*info->backing_filename)) {
+      return unsupported(escape_for_display(req.path) + ": backing file '" +
+                         escape_for_display(*info->backing_filename) +
+                         "' is a protocol or URL; qdedup only follows plain files");
+    }
     req.path = *info->full_backing_filename;
     req.format = info->backing_format.value_or("");
+    req.backing_member = true;
   }
   return infos;
 }

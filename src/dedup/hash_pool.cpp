@@ -36,9 +36,8 @@ void HashPool::start_workers(unsigned threads) {
   workers_.reserve(threads - 1);
   for (unsigned part = 1; part < threads; ++part) {
     try {
-      workers_.emplace_back([this, part, hasher = hashers_[part].get()] {
-        worker_main(part, *hasher);
-      });
+      workers_.emplace_back(
+          [this, part, hasher = hashers_[part].get()] { worker_main(part, *hasher); });
     } catch (const std::system_error&) {
       // Out of threads: work with the ones already running.
       hashers_.resize(part);
@@ -56,8 +55,7 @@ HashPool::~HashPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void HashPool::hash_chunks(std::span<const uint8_t> data, size_t chunk_size,
-                           uint8_t* digests_out) {
+void HashPool::hash_chunks(std::span<const uint8_t> data, size_t chunk_size, uint8_t* digests_out) {
   assert(chunk_size > 0);
   if (data.empty()) return;
   std::lock_guard<std::mutex> call_lock(call_mu_);

@@ -55,7 +55,8 @@ Status PosixFile::os_error(const char* what, int err) const {
 
 Result<std::unique_ptr<PosixFile>> PosixFile::open(const std::string& path,
                                                    const OpenOptions& options) {
-  int flags = (options.writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; cleared below.
+  int flags = (options.writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK;
   if (options.create) flags |= O_CREAT;
   if (options.create && options.exclusive) flags |= O_EXCL;
   int fd = ::open(path.c_str(), flags, 0644);
@@ -71,6 +72,12 @@ Result<std::unique_ptr<PosixFile>> PosixFile::open(const std::string& path,
   if (S_ISDIR(st.st_mode)) return invalid_argument("is a directory");
   if (options.require_regular && !S_ISREG(st.st_mode)) {
     return invalid_argument("not a regular file");
+  }
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    return invalid_argument("is a FIFO or socket, not a disk image");
+  }
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+    return file->os_error("fcntl", errno);
   }
   QD_TRY(file->apply_lock(options.lock));
   return file;

@@ -9,6 +9,7 @@
 
 #include "qcow2/format.h"
 #include "util/endian.h"
+#include "util/text.h"
 
 namespace qdedup::qcow2 {
 
@@ -20,6 +21,8 @@ std::string real_path(const std::string& p) {
   return p;
 }
 
+}  // namespace
+
 bool looks_like_protocol(const std::string& name) {
   // "json:{...}", "nbd://host", "http:..." : QEMU would hand these to a
   // protocol driver. qdedup only opens files.
@@ -28,6 +31,8 @@ bool looks_like_protocol(const std::string& name) {
   auto slash = name.find('/');
   return slash == std::string::npos || colon < slash;
 }
+
+namespace {
 
 io::LockMode lock_for(const OpenRequest& req) {
   if (req.writable) return io::LockMode::kWrite;
@@ -38,7 +43,7 @@ struct ChainOpener {
   std::set<std::string> seen;
 
   Result<std::unique_ptr<BlockDevice>> open(const OpenRequest& req, int depth, bool is_backing) {
-    auto fail = [&](const Status& s) { return s.with_prefix(req.path); };
+    auto fail = [&](const Status& s) { return s.with_prefix(escape_for_display(req.path)); };
     if (depth > kMaxChainDepth) {
       return fail(corruption("backing chain is deeper than " + std::to_string(kMaxChainDepth)));
     }
@@ -73,7 +78,7 @@ struct ChainOpener {
     if (req.open_backing && image->header().has_backing()) {
       const std::string& name = image->header().backing_file;
       if (looks_like_protocol(name)) {
-        return fail(unsupported("backing file '" + name +
+        return fail(unsupported("backing file '" + escape_for_display(name) +
                                 "' is a protocol or URL; qdedup only follows plain files"));
       }
       OpenRequest b;
@@ -110,7 +115,7 @@ std::string resolve_backing_path(const std::string& image_path, const std::strin
 
 Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req) {
   ChainOpener opener;
-  return opener.open(req, 0, false);
+  return opener.open(req, 0, req.backing_member);
 }
 
 Result<std::unique_ptr<Image>> open_qcow2(const OpenRequest& req) {

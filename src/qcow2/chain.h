@@ -23,6 +23,7 @@ struct OpenRequest {
   bool writable = false;
   bool force_share = false;  // -U: take no read locks that would stop writers
   bool open_backing = true;  // follow the backing chain for reads
+  bool backing_member = false;  // named by an image: plain files only
 };
 
 // "qcow2" if the file starts with the qcow2 magic and a version >= 2, else "raw".
@@ -34,6 +35,10 @@ Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req);
 
 // As open_device() but requires qcow2 and returns the Image.
 Result<std::unique_ptr<Image>> open_qcow2(const OpenRequest& req);
+
+// True for names QEMU would hand to a protocol driver ("json:{...}",
+// "nbd://host"): qdedup never follows those.
+bool looks_like_protocol(const std::string& name);
 
 // Resolves a backing name against the directory of `image_path`, as QEMU does.
 std::string resolve_backing_path(const std::string& image_path, const std::string& backing);

@@ -70,6 +70,8 @@ Status decode_extensions(Header& h, std::span<const uint8_t> bytes,
                          uint64_t start, uint64_t end) {
   uint64_t off = start;
   while (true) {
+    // As QEMU, an area that ends without an end marker is accepted.
+    if (off >= end) return Status::ok();
     if (off + 8 > end) {
       return corruption("header extension area at " + hex(off) +
                         " runs past its end (" + hex(end) + ")");
@@ -274,9 +276,9 @@ Status validate_header(const Header& h, uint64_t file_size, bool writable) {
     return corruption("snapshot table too large (" + std::to_string(h.nb_snapshots) +
                       " snapshots)");
   }
-  if (h.nb_snapshots > 0 &&
-      (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset == 0 ||
-       h.snapshots_offset >= file_size)) {
+  // As QEMU's qcow2_validate_table(): aligned even when there are no snapshots.
+  if (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset > kMaxFileOffset ||
+      (h.nb_snapshots > 0 && (h.snapshots_offset == 0 || h.snapshots_offset >= file_size))) {
     return corruption("snapshot table offset " + hex(h.snapshots_offset) + " invalid");
   }
   return Status::ok();

@@ -36,17 +36,16 @@ Image::~Image() = default;
 Result<std::unique_ptr<Image>> Image::open(std::unique_ptr<io::File> file,
                                            const ImageOptions& options) {
   QD_ASSIGN_OR_RETURN(uint64_t file_size, file->size());
-  // Read what can hold the header: first the fixed part to learn the
-  // cluster size, then cluster 0 (at most 2 MiB, never more than the file).
-  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(file_size, 4096)));
+  // Cluster 0 holds the header, its extensions and the backing file name:
+  // read all of it (at most 2 MiB, never more than the file).
+  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(file_size, kHeaderV3Length)));
   QD_TRY(file->read_exact(0, head, "header"));
-  QD_ASSIGN_OR_RETURN(Header probe, decode_header(head));
-  uint64_t cluster0 = std::min<uint64_t>(file_size, probe.cluster_size());
-  if (cluster0 > head.size()) {
-    head.resize(static_cast<size_t>(cluster0));
-    QD_TRY(file->read_exact(0, head, "header"));
-  } else {
-    head.resize(static_cast<size_t>(cluster0));
+  if (head.size() >= kOffClusterBits + 4) {
+    uint32_t cluster_bits = load_be32(head.data() + kOffClusterBits);
+    if (cluster_bits >= kMinClusterBits && cluster_bits <= kMaxClusterBits) {
+      head.resize(static_cast<size_t>(std::min<uint64_t>(file_size, uint64_t{1} << cluster_bits)));
+      QD_TRY(file->read_exact(0, head, "header"));
+    }
   }
   QD_ASSIGN_OR_RETURN(Header header, decode_header(head));
   QD_TRY(validate_header(header, file_size, options.writable));
@@ -65,8 +64,19 @@ Status Image::load(uint64_t file_size) {
   l1_.resize(header_.l1_size);
   for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(raw.data() + 8 * i);
   QD_ASSIGN_OR_RETURN(snapshots_, read_snapshot_table(*file_, header_, file_size));
-  if (writable_) QD_TRY(refcounts_.load());
+  if (writable_) {
+    QD_TRY(refcounts_.load());
+    refcounts_loaded_ = true;
+  }
   return Status::ok();
+}
+
+Result<uint64_t> Image::refcount(uint64_t host_cluster) {
+  if (!refcounts_loaded_) {
+    QD_TRY(refcounts_.load());
+    refcounts_loaded_ = true;
+  }
+  return refcounts_.get(host_cluster);
 }
 
 // ---- Read path ----

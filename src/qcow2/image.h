@@ -54,7 +54,9 @@ class Image : public BlockDevice {
   // The L2 entry mapping `guest_cluster` (a zero entry if no L2 table).
   Result<L2Entry> l2_entry(uint64_t guest_cluster);
   const std::vector<uint64_t>& l1_table() const { return l1_; }
-  Result<uint64_t> refcount(uint64_t host_cluster) { return refcounts_.get(host_cluster); }
+  // The stored refcount of a host cluster (the refcount table is read on
+  // first use when the image is read-only).
+  Result<uint64_t> refcount(uint64_t host_cluster);
 
   // ---- Write path (the image must be open writable) ----
 
@@ -109,6 +111,7 @@ class Image : public BlockDevice {
   Status read_from_backing(uint64_t offset, std::span<uint8_t> out);
   Status begin_write();
   Status write_l2_tables();
+  Status write_copied_clears();
   Status fix_copied_flags();
   Status maybe_evict();
 
@@ -117,6 +120,7 @@ class Image : public BlockDevice {
   Geometry g_;
   bool writable_;
   bool write_started_ = false;
+  bool refcounts_loaded_ = false;
   std::vector<uint64_t> l1_;
   std::set<uint64_t> l1_dirty_;  // L1 indexes to write
   std::vector<Snapshot> snapshots_;

@@ -117,7 +117,7 @@ Status Image::write_cluster(uint64_t guest_cluster, std::span<const uint8_t> dat
   ClusterType type = e.type(g_);
   if ((type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) && e.host_offset() != 0 &&
       e.host_offset() % g_.cluster_size == 0) {
-    QD_ASSIGN_OR_RETURN(uint64_t rc, effective_refcount(e.host_offset() >> g_.cluster_bits));
+    QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(e.host_offset() >> g_.cluster_bits));
     if (rc == 1) {
       // Owned: overwrite in place, as QEMU does for a COPIED cluster.
       QD_TRY(file_->pwrite(e.host_offset(), data));
@@ -167,11 +167,13 @@ Status Image::link_cluster(uint64_t guest_cluster, uint64_t host_offset,
       return invalid_argument("guest cluster " + std::to_string(*owner_guest_cluster) +
                               " does not own " + hex(host_offset));
     }
+    QD_TRY(refcounts_.add(target, 1));
     QD_ASSIGN_OR_RETURN(L2Table * t, writable_l2(*owner_guest_cluster));
     owner.word &= ~kOflagCopied;
     store_entry(*t, g_.l2_index(*owner_guest_cluster), owner);
+  } else {
+    QD_TRY(refcounts_.add(target, 1));
   }
-  QD_TRY(refcounts_.add(target, 1));
   L2Entry shared;
   shared.word = host_offset;  // refcount >= 2: never COPIED
   shared.bitmap = g_.extended_l2 ? kBitmapAllAllocated : 0;
@@ -221,10 +223,12 @@ Status Image::write(uint64_t offset, std::span<const uint8_t> buf) {
   return Status::ok();
 }
 
-// L2 tables go out in two phases. Entries that only lose COPIED (a cluster
-// becoming shared) reach the disk first, so that no on-disk state ever shows
-// a shared cluster with COPIED set, which would let QEMU overwrite it in place.
-Status Image::write_l2_tables() {
+// Entries that only lose COPIED (a cluster about to become shared) reach the
+// disk before the cluster's refcount goes up and before any other L2 change,
+// so that no on-disk state shows COPIED on a cluster with refcount 2, which
+// would let QEMU overwrite a shared cluster in place. A crash right after
+// leaves a missing COPIED flag at worst: harmless, QEMU then copies on write.
+Status Image::write_copied_clears() {
   std::vector<uint64_t> dirty;
   for (const auto& [off, t] : l2_cache_) {
     if (t.dirty) dirty.push_back(off);
@@ -254,6 +258,16 @@ Status Image::write_l2_tables() {
     }
   }
   if (phase1) QD_TRY(file_->flush());
+  return Status::ok();
+}
+
+Status Image::write_l2_tables() {
+  std::vector<uint64_t> dirty;
+  for (const auto& [off, t] : l2_cache_) {
+    if (t.dirty) dirty.push_back(off);
+  }
+  if (dirty.empty()) return Status::ok();
+  std::sort(dirty.begin(), dirty.end());
   for (uint64_t off : dirty) {
     L2Table& t = l2_cache_[off];
     QD_TRY(file_->pwrite(off, t.mem));
@@ -266,6 +280,7 @@ Status Image::write_l2_tables() {
 Status Image::flush() {
   if (!writable_ || !write_started_) return Status::ok();
   QD_TRY(file_->flush());          // guest data before anything points at it
+  QD_TRY(write_copied_clears());   // COPIED off before a refcount reaches 2
   QD_TRY(refcounts_.write_back()); // refcounts up before references appear
   QD_TRY(write_l2_tables());
   if (!l1_dirty_.empty()) {

@@ -269,6 +269,17 @@ Status Refcounts::grow_table(uint64_t needed_index) {
   new_clusters = div_round_up(total_entries, per_cluster);
   std::vector<uint64_t> table = table_;
   table.resize(new_clusters * per_cluster, 0);
+  // Until the header points at the new table, a failure must leave the
+  // in-memory state describing the old one.
+  std::vector<uint64_t> saved_table = table_;
+  std::vector<bool> saved_dirty = table_dirty_;
+  std::vector<uint64_t> created;
+  auto rollback = [&](Status st) {
+    for (uint64_t bi : created) blocks_.erase(bi);
+    table_ = std::move(saved_table);
+    table_dirty_ = std::move(saved_dirty);
+    return st;
+  };
   // Create the missing blocks in the clusters after the table.
   uint64_t next = start + new_clusters;
   uint64_t end = next + extra;
@@ -280,11 +291,13 @@ Status Refcounts::grow_table(uint64_t needed_index) {
       b.data.assign(g_.cluster_size, 0);
       b.dirty = true;
       blocks_[bi] = std::move(b);
+      created.push_back(bi);
       ++next;
     }
   }
   table_ = std::move(table);
   table_dirty_.assign(table_.size(), false);
+  for (size_t i = 0; i < saved_dirty.size(); ++i) table_dirty_[i] = saved_dirty[i];
   for (uint64_t c = start; c < end; ++c) {
     QD_ASSIGN_OR_RETURN(Block * b, block(c >> g_.rb_bits, false, 0));
     write_entry(*b, c & (g_.rb_entries - 1), 1);
@@ -299,20 +312,22 @@ Status Refcounts::grow_table(uint64_t needed_index) {
   }
   std::sort(dirty_blocks.begin(), dirty_blocks.end());
   for (uint64_t i : dirty_blocks) {
-    QD_TRY(file_.pwrite(table_[i] & kReftOffsetMask, blocks_[i].data));
+    Status st = file_.pwrite(table_[i] & kReftOffsetMask, blocks_[i].data);
+    if (!st) return rollback(st);
     blocks_[i].dirty = false;
   }
-  QD_TRY(file_.pwrite(start << g_.cluster_bits, raw));
-  QD_TRY(file_.flush());
+  Status st = file_.pwrite(start << g_.cluster_bits, raw);
+  if (st) st = file_.flush();
+  uint8_t h[12];
+  store_be64(h, start << g_.cluster_bits);
+  store_be32(h + 8, static_cast<uint32_t>(new_clusters));
+  if (st) st = file_.pwrite(kOffRefcountTableOffset, h);
+  if (st) st = file_.flush();
+  if (!st) return rollback(st);
   uint64_t old_offset = header_.refcount_table_offset;
   uint64_t old_clusters = header_.refcount_table_clusters;
   header_.refcount_table_offset = start << g_.cluster_bits;
   header_.refcount_table_clusters = static_cast<uint32_t>(new_clusters);
-  uint8_t h[12];
-  store_be64(h, header_.refcount_table_offset);
-  store_be32(h + 8, header_.refcount_table_clusters);
-  QD_TRY(file_.pwrite(kOffRefcountTableOffset, h));
-  QD_TRY(file_.flush());
   // The old table is now unreferenced.
   for (uint64_t c = 0; c < old_clusters; ++c) {
     QD_TRY(add((old_offset >> g_.cluster_bits) + c, -1));

@@ -51,7 +51,8 @@ Result<uint64_t> parse_size(std::string_view text) {
   if (shift > 0 && whole > (UINT64_MAX >> shift)) return invalid_argument(bad);
   uint64_t value = whole << shift;
   if (has_frac) {
-    double extra = std::floor(frac * std::ldexp(1.0, static_cast<int>(shift)));
+    // qemu-img rounds to the nearest byte, halves up.
+    double extra = std::floor(frac * std::ldexp(1.0, static_cast<int>(shift)) + 0.5);
     uint64_t e = static_cast<uint64_t>(extra);
     if (value > UINT64_MAX - e) return invalid_argument(bad);
     value += e;

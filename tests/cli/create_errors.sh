@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `qdedup create` with bad input: one "qdedup: ..." line on stderr, exit 1, and nothing
+# left behind (neither the image nor a temporary file), nor an existing file modified.
+# shellcheck source=../lib/common.bash
+source "$QDEDUP_TESTS/lib/common.bash"
+
+# Runs `qdedup create ARGS...` in a fresh empty directory and checks the error contract;
+# KEY must appear in the message so that the test knows *why* create failed.
+case_no=0
+create_fails() {
+  local key=$1
+  shift
+  case_no=$((case_no + 1))
+  local dir="$TEST_TMP/case$case_no"
+  mkdir "$dir"
+  cd "$dir" || exit 1
+  run "$QDEDUP" create "$@"
+  cd "$TEST_TMP" || exit 1
+  local what="create $*"
+  expect_error "$what"
+  expect_err_has "$key" "$what"
+  expect_empty_dir "$dir" "$what"
+  rm -rf "$dir"
+}
+
+# Sizes.
+create_fails "invalid size '-1'" -f qcow2 a.qcow2 -1
+create_fails "invalid size '1X'" -f qcow2 a.qcow2 1X
+create_fails "invalid size 'abc'" -f qcow2 a.qcow2 abc
+create_fails "invalid size '99999999999E'" -f qcow2 a.qcow2 99999999999E
+create_fails "invalid size" -f raw a.raw 1X
+create_fails "size" -f qcow2 a.qcow2
+create_fails "too large" -f qcow2 -o cluster_size=512 a.qcow2 1T
+
+# Options, in qemu-img's order: -o before FILE and SIZE.
+create_fails "foo" -f qcow2 -o foo=bar a.qcow2 1G
+create_fails "cluster size" -f qcow2 -o cluster_size=1000 a.qcow2 1G
+create_fails "cluster size" -f qcow2 -o cluster_size=4M a.qcow2 1G
+create_fails "refcount" -f qcow2 -o refcount_bits=3 a.qcow2 1G
+create_fails "refcount" -f qcow2 -o refcount_bits=128 a.qcow2 1G
+create_fails "16384" -f qcow2 -o extended_l2=on,cluster_size=4k a.qcow2 1G
+create_fails "refcount" -f qcow2 -o compat=0.10,refcount_bits=8 a.qcow2 1G
+create_fails "lazy refcounts" -f qcow2 -o compat=0.10,lazy_refcounts=on a.qcow2 1G
+create_fails "compression" -f qcow2 -o compat=0.10,compression_type=zstd a.qcow2 1G
+create_fails "extended L2" -f qcow2 -o compat=0.10,extended_l2=on a.qcow2 1G
+create_fails "md5" -f qcow2 -o dedup=md5 a.qcow2 1G
+create_fails "dedup_verify" -f qcow2 -o dedup=sha256,dedup_verify=maybe a.qcow2 1G
+create_fails "lazy_refcounts" -f qcow2 -o lazy_refcounts=maybe a.qcow2 1G
+create_fails "compat" -f qcow2 -o compat=2.0 a.qcow2 1G
+create_fails "compression" -f qcow2 -o compression_type=lz4 a.qcow2 1G
+create_fails "cluster_size" -f qcow2 -o cluster_size a.qcow2 1G
+# The same mistakes with -o after the positionals.
+create_fails "cluster size" -f qcow2 a.qcow2 1G -o cluster_size=1000
+create_fails "16384" -f qcow2 a.qcow2 1G -o extended_l2=on,cluster_size=4k
+
+# Formats and backing files.
+create_fails "vmdk" -f vmdk a.vmdk 1G
+create_fails "backing format" -f qcow2 -b base.qcow2 a.qcow2 1G
+create_fails "missing.qcow2" -f qcow2 -b missing.qcow2 -F qcow2 a.qcow2
+
+# A failed create leaves an existing file at the target name untouched.
+qemu_ok=1
+command -v qemu-img >/dev/null 2>&1 || qemu_ok=0
+mkdir keep
+printf 'precious data\n' >keep/a.qcow2
+before=$(sha256sum keep/a.qcow2)
+for bad in "-o cluster_size=1000" "-o refcount_bits=3" "-o dedup=md5" "-f vmdk"; do
+  # shellcheck disable=SC2086  # $bad is two words on purpose
+  run "$QDEDUP" create $bad keep/a.qcow2 1G
+  expect_error "create $bad over an existing file"
+  expect_eq "$before" "$(sha256sum keep/a.qcow2)" "create $bad over an existing file: content"
+  expect_eq "a.qcow2" "$(ls -A keep)" "create $bad over an existing file: directory"
+done
+run "$QDEDUP" create -f qcow2 keep/a.qcow2 1X
+expect_error "create with a bad size over an existing file"
+expect_eq "$before" "$(sha256sum keep/a.qcow2)" "create with a bad size over an existing file"
+if [ "$qemu_ok" = 1 ]; then
+  # The same for an existing qcow2 image.
+  qemu-img create -q -f qcow2 keep/b.qcow2 1M
+  before=$(sha256sum keep/b.qcow2)
+  run "$QDEDUP" create -f qcow2 -o refcount_bits=3 keep/b.qcow2 1G
+  expect_error "create over an existing qcow2 with a bad option"
+  expect_eq "$before" "$(sha256sum keep/b.qcow2)" "existing qcow2 after a failed create"
+fi
+
+finish

@@ -1,0 +1,203 @@
+// HashPool: parallel hashing gives exactly the digests of hashing each chunk
+// in turn on one thread, for every algorithm, thread count and chunk size.
+#include "dedup/hash_pool.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace qdedup::dedup {
+namespace {
+
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(v.data() + i, &r, 8);
+  }
+  for (; i < n; ++i) v[i] = static_cast<uint8_t>(rng());
+  return v;
+}
+
+size_t chunk_count(size_t size, size_t chunk_size) {
+  return size == 0 ? 0 : (size - 1) / chunk_size + 1;
+}
+
+// The reference: one Hasher, one chunk after another.
+std::vector<uint8_t> sequential_digests(HashAlgorithm algorithm, std::span<const uint8_t> data,
+                                        size_t chunk_size) {
+  auto hasher = make_hasher(algorithm);
+  const size_t d = hasher->digest_size();
+  std::vector<uint8_t> out(chunk_count(data.size(), chunk_size) * d);
+  for (size_t c = 0; c * chunk_size < data.size(); ++c) {
+    hasher->hash(data.subspan(c * chunk_size, std::min(chunk_size, data.size() - c * chunk_size)),
+                 out.data() + c * d);
+  }
+  return out;
+}
+
+std::vector<uint8_t> pool_digests(HashPool& pool, std::span<const uint8_t> data,
+                                  size_t chunk_size) {
+  std::vector<uint8_t> out(chunk_count(data.size(), chunk_size) * pool.digest_size());
+  pool.hash_chunks(data, chunk_size, out.data());
+  return out;
+}
+
+// "" when the two digest lists are equal, else where they first differ. Keeps
+// a failing CHECK from printing megabytes of digests.
+std::string first_difference(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want,
+                             size_t digest_size) {
+  if (got.size() != want.size()) {
+    return "sizes " + std::to_string(got.size()) + " and " + std::to_string(want.size());
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i] != want[i]) return "digest " + std::to_string(i / digest_size) + " differs";
+  }
+  return "";
+}
+
+// Records which threads called it; returns the chunk's length as its digest.
+class RecordingHasher : public Hasher {
+ public:
+  size_t digest_size() const override { return 8; }
+  void hash(std::span<const uint8_t> data, uint8_t* out) override {
+    callers.insert(std::this_thread::get_id());
+    const uint64_t n = data.size();
+    std::memcpy(out, &n, 8);
+  }
+  std::set<std::thread::id> callers;
+};
+
+}  // namespace
+
+TEST_CASE("HashPool agrees with sequential hashing of a 64 MiB buffer with an uneven tail",
+          "[dedup][hash_pool]") {
+  // The "buffer hashed in one piece and in pieces agrees", at a size
+  // that keeps the test fast: the pool's pieces against one thread's.
+  const std::vector<uint8_t> data = random_bytes((size_t{64} << 20) + 4097, 1);
+  for (HashAlgorithm algorithm : kAllHashAlgorithms) {
+    for (size_t chunk_size : {size_t{4096}, size_t{65536}, size_t{2} << 20}) {
+      const auto expected = sequential_digests(algorithm, data, chunk_size);
+      for (unsigned threads : {std::max(2u, std::thread::hardware_concurrency()), 3u}) {
+        INFO(hash_name(algorithm) << ", chunk " << chunk_size << ", " << threads << " threads");
+        HashPool pool(algorithm, threads);
+        CHECK(first_difference(pool_digests(pool, data, chunk_size), expected,
+                               pool.digest_size()) == "");
+      }
+    }
+  }
+}
+
+TEST_CASE("HashPool agrees with sequential hashing for odd sizes, chunks and thread counts",
+          "[dedup][hash_pool]") {
+  const std::vector<uint8_t> big = random_bytes((size_t{3} << 20) + 1234, 2);
+  for (HashAlgorithm algorithm : kAllHashAlgorithms) {
+    for (unsigned threads : {1u, 2u, 3u, 5u}) {
+      HashPool pool(algorithm, threads);
+      REQUIRE(pool.threads() == threads);
+      REQUIRE(pool.digest_size() == digest_size(algorithm));
+      for (size_t size : {size_t{1}, size_t{4095}, size_t{4096}, size_t{300000}, big.size()}) {
+        const std::span<const uint8_t> data(big.data(), size);
+        for (size_t chunk_size :
+             {size_t{1}, size_t{7}, size_t{4096}, size_t{65539}, size_t{2} << 20, size, size + 1}) {
+          if (chunk_size < 64 && size > 300000) continue;  // millions of digests: slow
+          INFO(hash_name(algorithm)
+               << ", " << threads << " threads, " << size << " bytes in chunks of " << chunk_size);
+          CHECK(first_difference(pool_digests(pool, data, chunk_size),
+                                 sequential_digests(algorithm, data, chunk_size),
+                                 pool.digest_size()) == "");
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("HashPool reuses its threads across many batches", "[dedup][hash_pool]") {
+  HashPool pool(HashAlgorithm::kXxh3, 4);
+  for (size_t batch = 0; batch < 300; ++batch) {
+    // Sizes from 1 byte to 2 MiB, so some batches use every thread and some
+    // only the caller.
+    const size_t size = 1 + (batch * 7919 * 97) % (size_t{2} << 20);
+    const std::vector<uint8_t> data = random_bytes(size, 100 + batch);
+    INFO("batch " << batch << " of " << size << " bytes");
+    REQUIRE(first_difference(pool_digests(pool, data, 4096),
+                             sequential_digests(HashAlgorithm::kXxh3, data, 4096), 16) == "");
+  }
+}
+
+TEST_CASE("HashPool writes nothing for empty data", "[dedup][hash_pool]") {
+  HashPool pool(HashAlgorithm::kSha256, 2);
+  uint8_t out[32];
+  std::memset(out, 0xAB, sizeof out);
+  pool.hash_chunks({}, 4096, out);
+  for (uint8_t b : out) CHECK(b == 0xAB);
+}
+
+TEST_CASE("HashPool spreads a large batch over every thread, the caller included",
+          "[dedup][hash_pool]") {
+  std::vector<RecordingHasher*> hashers;
+  HashPool pool(
+      [&hashers] {
+        auto h = std::make_unique<RecordingHasher>();
+        hashers.push_back(h.get());
+        return h;
+      },
+      4);
+  REQUIRE(hashers.size() == 4);
+  REQUIRE(pool.digest_size() == 8);
+
+  const std::vector<uint8_t> data((size_t{8} << 20) + 100);
+  std::vector<uint8_t> out(chunk_count(data.size(), 4096) * 8);
+  pool.hash_chunks(data, 4096, out.data());
+
+  // Each Hasher is used by exactly one thread, the first by the caller, and
+  // no two by the same thread.
+  std::set<std::thread::id> all;
+  for (RecordingHasher* h : hashers) {
+    REQUIRE(h->callers.size() == 1);
+    all.insert(*h->callers.begin());
+  }
+  CHECK(all.size() == 4);
+  CHECK(*hashers[0]->callers.begin() == std::this_thread::get_id());
+
+  // Digests are in chunk order: every chunk is 4096 bytes but the last.
+  for (size_t c = 0; c < out.size() / 8; ++c) {
+    uint64_t n;
+    std::memcpy(&n, out.data() + 8 * c, 8);
+    CHECK(n == (c + 1 < out.size() / 8 ? 4096 : 100));
+  }
+}
+
+TEST_CASE("HashPool serializes batches from concurrent callers", "[dedup][hash_pool]") {
+  HashPool pool(HashAlgorithm::kBlake2b, 3);
+  const std::vector<uint8_t> a = random_bytes(size_t{3} << 20, 5);
+  const std::vector<uint8_t> b = random_bytes((size_t{2} << 20) + 11, 6);
+  const auto expected_a = sequential_digests(HashAlgorithm::kBlake2b, a, 65536);
+  const auto expected_b = sequential_digests(HashAlgorithm::kBlake2b, b, 4096);
+  bool other_ok = true;
+  std::thread other([&] {
+    for (int i = 0; i < 20; ++i) other_ok = other_ok && pool_digests(pool, b, 4096) == expected_b;
+  });
+  for (int i = 0; i < 20; ++i)
+    CHECK(first_difference(pool_digests(pool, a, 65536), expected_a, 32) == "");
+  other.join();
+  CHECK(other_ok);
+}
+
+TEST_CASE("HashPool with 0 threads works on the calling thread alone", "[dedup][hash_pool]") {
+  HashPool pool(HashAlgorithm::kSkein, 0);
+  CHECK(pool.threads() == 1);
+  const std::vector<uint8_t> data = random_bytes(1 << 20, 9);
+  CHECK(first_difference(pool_digests(pool, data, 4096),
+                         sequential_digests(HashAlgorithm::kSkein, data, 4096), 32) == "");
+}
+
+}  // namespace qdedup::dedup
