@@ -22,6 +22,7 @@ struct ConvertArgs {
   bool existing = false;
   bool force_share = false;
   bool stats = false;
+  std::string cache = "writeback";
   std::string output = "human";
   unsigned threads = 0;
   std::vector<std::string> files;
@@ -79,6 +80,10 @@ Status run_convert(const ConvertArgs& a) {
   o.existing_target = a.existing;
   o.progress = a.progress && !quiet();
   o.threads = a.threads;
+  if (a.cache != "writeback" && a.cache != "unsafe") {
+    return invalid_argument("cache mode '" + a.cache + "' is not supported (writeback or unsafe)");
+  }
+  o.sync = a.cache != "unsafe";
   for (const std::string& opt : a.options) QD_TRY(qcow2::apply_create_options(opt, o.create));
   if (o.create.help) {
     std::fputs(qcow2::create_options_help().c_str(), stdout);
@@ -109,6 +114,9 @@ std::function<int()> register_convert(CLI::App& app) {
   app.add_flag("-n", a->existing, "Write into an existing target (no create)");
   app.add_flag("-U,--force-share", a->force_share, "Open sources even if another process writes them");
   app.add_flag("--stats", a->stats, "Print statistics at the end");
+  app.add_option("-t", a->cache,
+                 "Target cache mode: writeback (default: synced once before the rename) or "
+                 "unsafe (never synced, qemu-img's default)");
   app.add_option("--output", a->output, "Statistics format")->check(CLI::IsMember({"human", "json"}));
   app.add_option("--threads", a->threads, "Hashing threads (default: all cores)");
   app.add_option("FILES", a->files, "SRC [SRC...] DST")->required();

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <thread>
 
 #include "dedup/dedup_writer.h"
 #include "dedup/hash_pool.h"
 #include "io/posix_file.h"
+#include "io/unsynced_file.h"
 #include "qcow2/chain.h"
 #include "util/progress.h"
 #include "util/size.h"
@@ -19,7 +21,7 @@ namespace qdedup::dedup {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr uint64_t kBatchBytes = 8ull << 20;
+constexpr uint64_t kBatchBytes = 2ull << 20;  // fits in cache: copies stay cheap
 constexpr uint64_t kMaxSparseSize = 16ull << 20;
 
 bool all_zero(const uint8_t* p, size_t n) {
@@ -72,6 +74,7 @@ class SourceSet {
 
 struct Target {
   std::string tmp_path;  // empty with -n
+  io::UnsyncedFile* unsynced = nullptr;  // the new file, synced once at the end
   std::unique_ptr<io::PosixFile> guard;  // write lock on an existing file we replace
   std::unique_ptr<io::File> raw;         // raw target
   std::unique_ptr<qcow2::Image> image;   // qcow2 target
@@ -129,7 +132,12 @@ Status open_target(const ConvertOptions& o, uint64_t size, Target& t) {
   }
   t.tmp_path = io::temporary_name_beside(o.target);
   io::OpenOptions oo{.writable = true, .create = true, .exclusive = true};
-  QD_ASSIGN_OR_RETURN(auto f, io::PosixFile::open(t.tmp_path, oo));
+  QD_ASSIGN_OR_RETURN(auto posix, io::PosixFile::open(t.tmp_path, oo));
+  // Nobody sees the new file before the rename: the write path's ordering
+  // flushes are pointless there. One sync before the rename is enough.
+  auto unsynced = std::make_unique<io::UnsyncedFile>(std::move(posix));
+  t.unsynced = unsynced.get();
+  std::unique_ptr<io::File> f = std::move(unsynced);
   if (o.target_format == "raw") {
     QD_TRY(f->truncate(size));
     t.raw = std::move(f);
@@ -166,19 +174,31 @@ class Converter {
     const uint64_t total = src_.size();
     uint64_t cs = t_.image ? t_.image->geometry().cluster_size : 512;
     uint64_t batch = std::max<uint64_t>(kBatchBytes / cs, 1) * cs;
-    buf_.resize(batch);
-    Progress progress(o_.progress, total);
-    for (uint64_t off = 0; off < total; off += batch) {
+    // Double buffering: a reader thread fills the next batch while this one
+    // is hashed and written, so source reads overlap target writes.
+    std::vector<uint8_t> bufs[2] = {std::vector<uint8_t>(batch), std::vector<uint8_t>(batch)};
+    auto read_batch = [this, total, batch, &bufs](uint64_t off, int which) {
       uint64_t n = std::min(batch, total - off);
-      std::span<uint8_t> data(buf_.data(), n);
-      if (Status rs = src_.read(off, data); !rs) {
+      return src_.read(off, std::span<uint8_t>(bufs[which].data(), n));
+    };
+    Progress progress(o_.progress, total);
+    std::future<Status> next;
+    if (total > 0) next = std::async(std::launch::async, read_batch, uint64_t{0}, 0);
+    int cur = 0;
+    for (uint64_t off = 0; off < total; off += batch, cur ^= 1) {
+      uint64_t n = std::min(batch, total - off);
+      if (Status rs = next.get(); !rs) {
         source_failed_ = true;
         return rs;
       }
-      if (t_.raw) {
-        QD_TRY(write_raw(*t_.raw, off, data, o_.sparse_size));
-      } else {
-        QD_TRY(write_qcow2(off, data));
+      if (off + batch < total) {
+        next = std::async(std::launch::async, read_batch, off + batch, cur ^ 1);
+      }
+      std::span<const uint8_t> data(bufs[cur].data(), n);
+      Status ws = t_.raw ? write_raw(*t_.raw, off, data, o_.sparse_size) : write_qcow2(off, data);
+      if (!ws) {
+        if (next.valid()) (void)next.get();  // the reader uses bufs: let it finish
+        return ws;
       }
       r_.guest_bytes += n;
       progress.update(off + n);
@@ -260,6 +280,14 @@ class Converter {
   }
 
   Status finish() {
+    QD_TRY(finish_target());
+    if (t_.unsynced) {
+      return o_.sync ? t_.unsynced->sync_now() : t_.unsynced->write_gathered();
+    }
+    return Status::ok();
+  }
+
+  Status finish_target() {
     if (t_.raw) return t_.raw->flush();
     r_.cluster_size = t_.image->geometry().cluster_size;
     if (!writer_) return t_.image->close();
@@ -285,7 +313,7 @@ class Converter {
   ConvertReport& r_;
   std::unique_ptr<DedupWriter> writer_;
   std::unique_ptr<HashPool> pool_;
-  std::vector<uint8_t> buf_, staging_, digests_;
+  std::vector<uint8_t> staging_, digests_;
 };
 
 }  // namespace

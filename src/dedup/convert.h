@@ -22,6 +22,7 @@ struct ConvertOptions {
   uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
   bool existing_target = false;    // -n
   bool progress = false;           // -p
+  bool sync = true;                // false: -t unsafe, no final fdatasync
   unsigned threads = 0;            // hashing threads; 0: all cores
 };
 

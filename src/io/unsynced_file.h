@@ -1,0 +1,45 @@
+// A File for a new file that nobody can see until it is renamed into place:
+// flush() orders nothing and syncs nothing, and sequential writes are
+// gathered into large ones. The owner makes the file durable once, at the
+// end, with sync_now() (or not at all, for qemu-img's "unsafe" cache mode).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "io/file.h"
+
+namespace qdedup::io {
+
+class UnsyncedFile : public File {
+ public:
+  explicit UnsyncedFile(std::unique_ptr<File> inner) : inner_(std::move(inner)) {}
+  ~UnsyncedFile() override { (void)write_pending(); }
+
+  const std::string& name() const override { return inner_->name(); }
+  Result<size_t> pread(uint64_t offset, std::span<uint8_t> buf) override;
+  Status pwrite(uint64_t offset, std::span<const uint8_t> buf) override;
+  Status flush() override { return Status::ok(); }
+  Result<uint64_t> size() override;
+  Status truncate(uint64_t size) override;
+  Status punch_hole(uint64_t offset, uint64_t len) override;
+  Result<uint64_t> allocated_size() override;
+
+  // Writes what is gathered and syncs: the one real flush.
+  Status sync_now();
+  // Writes what is gathered, without syncing.
+  Status write_gathered() { return write_pending(); }
+
+ private:
+  Status write_pending();
+  bool overlaps(uint64_t offset, uint64_t len) const {
+    return !pending_.empty() && offset < pending_start_ + pending_.size() &&
+           pending_start_ < offset + len;
+  }
+
+  std::unique_ptr<File> inner_;
+  uint64_t pending_start_ = 0;
+  std::vector<uint8_t> pending_;  // bytes for [pending_start_, +size)
+};
+
+}  // namespace qdedup::io
