@@ -334,7 +334,7 @@ TEST_CASE("link_cluster of an owned cluster needs its owner and clears its COPIE
   }
 }
 
-TEST_CASE("overwriting one of two sharers copies it; the survivor gets COPIED back",
+TEST_CASE("overwriting one of two sharers copies it and the survivor gets COPIED back",
           "[qcow2][write][link]") {
   Opened o = open_image(new_image(options(1 << 20)));
   Image& img = *o.img;
