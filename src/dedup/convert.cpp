@@ -10,6 +10,7 @@
 
 #include "dedup/dedup_writer.h"
 #include "dedup/hash_pool.h"
+#include "dedup/index_io.h"
 #include "io/posix_file.h"
 #include "io/unsynced_file.h"
 #include "qcow2/chain.h"
@@ -170,7 +171,7 @@ class Converter {
       : o_(o), src_(src), t_(t), r_(r) {}
 
   Status run() {
-    if (t_.image && o_.create.dedup != "off") QD_TRY(start_dedup());
+    if (t_.image) QD_TRY(start_dedup());
     const uint64_t total = src_.size();
     uint64_t cs = t_.image ? t_.image->geometry().cluster_size : 512;
     uint64_t batch = std::max<uint64_t>(kBatchBytes / cs, 1) * cs;
@@ -208,22 +209,58 @@ class Converter {
   }
 
  private:
+  // Dedup is on when asked with -o dedup=, or with -n into an image that has
+  // a dedup extension (whose algorithm then applies).
   Status start_dedup() {
-    QD_ASSIGN_OR_RETURN(HashAlgorithm algo, parse_hash_name(o_.create.dedup));
-    bool verify = o_.create.dedup_verify == "on";
+    std::optional<DedupExtension> ext;
+    if (o_.existing_target) {
+      QD_ASSIGN_OR_RETURN(ext, find_dedup_extension(t_.image->header()));
+    }
+    if (!ext && o_.create.dedup == "off") return Status::ok();
+    HashAlgorithm algo;
+    bool verify;
+    if (ext) {
+      algo = *hash_from_id(ext->hash_algorithm);
+      verify = (ext->flags & kDedupFlagVerify) != 0;
+    } else {
+      QD_ASSIGN_OR_RETURN(algo, parse_hash_name(o_.create.dedup));
+      verify = o_.create.dedup_verify == "on";
+    }
     if (!is_collision_resistant(algo) && !verify) {
       return invalid_argument(std::string("dedup=") + hash_name(algo) +
                               " is not collision resistant: it needs dedup_verify=on");
     }
     QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(io::directory_of(o_.target)));
-    writer_ = std::make_unique<DedupWriter>(*t_.image, DedupConfig{algo, verify, 0},
-                                            std::move(scratch));
+    writer_ = std::make_unique<DedupWriter>(
+        *t_.image, DedupConfig{algo, verify, ext ? ext->refcount_cap : 0}, std::move(scratch));
     pool_ = std::make_unique<HashPool>(
         algo, o_.threads ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
     r_.hash = hash_name(algo);
+    if (o_.existing_target) QD_TRY(open_existing_index(ext));
     return Status::ok();
   }
 
+  // The target's data is deduplicated against too: its index is loaded when
+  // valid, else rebuilt by hashing its clusters (never trusted when stale).
+  Status open_existing_index(const std::optional<DedupExtension>& ext) {
+    indexed_target_ = true;
+    bool valid = ext && (t_.image->header().autoclear_features & kAutoclearDedupIndex);
+    if (ext) {
+      writer_->set_counters(ext->counters);
+      start_counters_ = ext->counters;
+    }
+    if (valid) {
+      Status st = load_index(*t_.image, *ext, writer_->mutable_index());
+      if (st) return st;
+      if (st.code() != StatusCode::kCorruption) return st;
+      spdlog::warn("{}: {}; rebuilding the dedup index", o_.target, st.message());
+      QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(io::directory_of(o_.target)));
+      writer_->mutable_index() = DedupIndex(std::move(scratch), pool_->digest_size());
+    } else if (ext) {
+      spdlog::info("{}: the dedup index is stale; rebuilding it", o_.target);
+    }
+    return rebuild_index(*t_.image, *pool_, writer_->refcount_cap(), writer_->mutable_index());
+  }
   // One batch of whole clusters (the last may be partial) into a qcow2 target.
   Status write_qcow2(uint64_t offset, std::span<const uint8_t> data) {
     const uint64_t cs = t_.image->geometry().cluster_size;
@@ -235,7 +272,10 @@ class Converter {
       uint64_t n = std::min<uint64_t>(cs, data.size() - i * cs);
       if (o_.sparse_size != 0 && all_zero(data.data() + i * cs, n)) {
         ++r_.zero_clusters;
-        if (o_.existing_target) QD_TRY(t_.image->zero_cluster(first + i));
+        if (o_.existing_target) {
+          if (indexed_target_) QD_TRY(writer_->forget(first + i));
+          QD_TRY(t_.image->zero_cluster(first + i));
+        }
         continue;
       }
       todo.push_back(i);
@@ -247,7 +287,7 @@ class Converter {
       return Status::ok();
     }
     // Hash the non-zero clusters of the batch on all cores.
-    const size_t ds = digest_size(parse_hash_name(o_.create.dedup).value());
+    const size_t ds = pool_->digest_size();
     staging_.resize(todo.size() * cs);
     for (size_t k = 0; k < todo.size(); ++k) {
       std::span<const uint8_t> c = padded(data, todo[k], cs, cluster);
@@ -259,6 +299,7 @@ class Converter {
     r_.hash_seconds += std::chrono::duration<double>(Clock::now() - h0).count();
     for (size_t k = 0; k < todo.size(); ++k) {
       std::span<const uint8_t> c(staging_.data() + k * cs, cs);
+      if (indexed_target_) QD_TRY(writer_->forget(first + todo[k]));
       if ((todo[k] + 1) * cs > data.size()) {
         // The source ends inside this cluster: stored as is, not shared.
         QD_TRY(t_.image->write_cluster(first + todo[k], c));
@@ -292,10 +333,11 @@ class Converter {
     r_.cluster_size = t_.image->geometry().cluster_size;
     if (!writer_) return t_.image->close();
     QD_TRY(writer_->finish());
+    // This run's share of the lifetime counters.
     const DedupCounters& c = writer_->counters();
-    r_.clusters_written += c.clusters_stored_unique;
-    r_.clusters_deduplicated = c.clusters_deduplicated;
-    r_.refcount_cap_overflows = c.refcount_cap_overflows;
+    r_.clusters_written += c.clusters_stored_unique - start_counters_.clusters_stored_unique;
+    r_.clusters_deduplicated = c.clusters_deduplicated - start_counters_.clusters_deduplicated;
+    r_.refcount_cap_overflows = c.refcount_cap_overflows - start_counters_.refcount_cap_overflows;
     r_.index_entries = writer_->index().size();
     r_.index_memory_bytes = writer_->index().memory_bytes();
     return Status::ok();
@@ -308,6 +350,8 @@ class Converter {
  private:
   const ConvertOptions& o_;
   bool source_failed_ = false;
+  bool indexed_target_ = false;  // -n into an image whose data is indexed
+  DedupCounters start_counters_;  // the target's lifetime counters before this run
   SourceSet& src_;
   Target& t_;
   ConvertReport& r_;

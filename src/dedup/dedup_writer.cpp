@@ -14,7 +14,27 @@ DedupWriter::DedupWriter(qcow2::Image& image, const DedupConfig& config,
       config_(config),
       cap_(config.refcount_cap ? std::min(config.refcount_cap, image.geometry().refcount_max)
                                : image.geometry().refcount_max),
-      index_(std::move(scratch), digest_size(config.algorithm)) {}
+      index_(std::move(scratch), digest_size(config.algorithm)),
+      hasher_(make_hasher(config.algorithm)) {}
+
+Status DedupWriter::forget(uint64_t guest_cluster) {
+  QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, image_.l2_entry(guest_cluster));
+  if (e.type(image_.geometry()) != qcow2::ClusterType::kNormal) return Status::ok();
+  const uint64_t host = e.host_offset();
+  QD_ASSIGN_OR_RETURN(uint64_t rc,
+                      image_.refcount_after_flush(host >> image_.geometry().cluster_bits));
+  if (rc > 1) return Status::ok();  // still shared after this write: content stays
+  verify_buf_.resize(image_.geometry().cluster_size);
+  QD_TRY(image_.file().read_or_zero(host, verify_buf_));
+  uint8_t h[kMaxDigestSize];
+  hasher_->hash(verify_buf_, h);
+  QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(h));
+  if (hit && hit->host_offset == host) {
+    QD_TRY(index_.remove(h));
+    ++counters_.index_entries_removed;
+  }
+  return Status::ok();
+}
 
 Status DedupWriter::store_new(uint64_t guest_cluster, std::span<const uint8_t> data,
                               const uint8_t* hash) {
@@ -36,6 +56,12 @@ Status DedupWriter::put(uint64_t guest_cluster, std::span<const uint8_t> data, c
   QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(hash));
   if (!hit) return store_new(guest_cluster, data, hash);
   const uint64_t target = hit->host_offset >> image_.geometry().cluster_bits;
+  QD_ASSIGN_OR_RETURN(uint64_t live, image_.refcount_after_flush(target));
+  if (live == 0) {
+    // The cluster is being freed: the entry is stale.
+    ++counters_.index_entries_removed;
+    return store_new(guest_cluster, data, hash);
+  }
   QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(target));
   if (rc >= cap_) {
     // The target is full: this copy is stored and becomes the new target.
@@ -52,17 +78,28 @@ Status DedupWriter::put(uint64_t guest_cluster, std::span<const uint8_t> data, c
       return Status::ok();
     }
   }
+  if (live == 1) {
+    // Sharing an owned cluster needs its owner; an owner recorded earlier may
+    // have been rewritten since. Then this copy is stored and replaces it.
+    QD_ASSIGN_OR_RETURN(qcow2::L2Entry owner, image_.l2_entry(hit->owner_guest_cluster));
+    if (owner.type(image_.geometry()) != qcow2::ClusterType::kNormal ||
+        owner.host_offset() != hit->host_offset) {
+      ++counters_.index_entries_removed;
+      return store_new(guest_cluster, data, hash);
+    }
+  }
   QD_TRY(image_.link_cluster(guest_cluster, hit->host_offset, hit->owner_guest_cluster));
   ++counters_.clusters_deduplicated;
   return Status::ok();
 }
 
-// The index: entries sorted by hash (hash, then the 8-byte host offset),
-// written into clusters past the end of the file; not refcounted.
+// The index (docs/format.md, section 5): entries sorted by hash, each the
+// hash, the host offset and the owning guest cluster, written into clusters
+// past the end of the file; not refcounted.
 Status DedupWriter::write_index(DedupExtension& ext) {
   QD_ASSIGN_OR_RETURN(uint64_t offset, image_.end_of_file_cluster());
   const size_t hs = index_.hash_size();
-  const size_t entry_size = hs + 8;
+  const size_t entry_size = index_entry_size(hs);
   std::vector<uint8_t> buf;
   buf.reserve(1 << 20);
   uint64_t written = 0, entries = 0;
@@ -83,6 +120,7 @@ Status DedupWriter::write_index(DedupExtension& ext) {
     buf.resize(at + entry_size);
     std::memcpy(buf.data() + at, hash, hs);
     store_be64(buf.data() + at + hs, e.host_offset);
+    store_be64(buf.data() + at + hs + 8, e.owner_guest_cluster);
     ++entries;
     if (buf.size() >= (1u << 20)) return emit();
     return Status::ok();

@@ -36,8 +36,16 @@ class DedupWriter {
   // the dedup extension into the header, and sets the autoclear bit.
   Status finish();
 
+  // For an image that already has an index (loaded or rebuilt into index()):
+  // call before changing `guest_cluster`, so that an entry whose cluster is
+  // about to be overwritten in place or freed leaves the index.
+  Status forget(uint64_t guest_cluster);
+  // Lifetime counters carried over from the image's extension.
+  void set_counters(const DedupCounters& c) { counters_ = c; }
+
   const DedupCounters& counters() const { return counters_; }
   const DedupIndex& index() const { return index_; }
+  DedupIndex& mutable_index() { return index_; }
   uint64_t refcount_cap() const { return cap_; }
 
  private:
@@ -51,6 +59,7 @@ class DedupWriter {
   DedupIndex index_;
   DedupCounters counters_;
   std::vector<uint8_t> verify_buf_;
+  std::unique_ptr<Hasher> hasher_;  // for forget(): one cluster at a time
 };
 
 }  // namespace qdedup::dedup

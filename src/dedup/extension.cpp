@@ -74,7 +74,7 @@ Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes) {
 
 Status validate_dedup_extension(const DedupExtension& e, uint64_t file_size,
                                 uint64_t cluster_size, uint64_t refcount_max) {
-  uint64_t entry = uint64_t{e.hash_size} + 8;
+  uint64_t entry = index_entry_size(e.hash_size);
   if (e.refcount_cap == 0 || e.refcount_cap > refcount_max) {
     return corruption("dedup extension: refcount cap " + std::to_string(e.refcount_cap) +
                       " is outside 1.." + std::to_string(refcount_max));

@@ -25,6 +25,9 @@ inline constexpr uint64_t kAutoclearDedupIndex = 1ull << kAutoclearDedupBit;
 inline constexpr const char* kDedupFeatureName = "qdedup index valid";
 inline constexpr uint32_t kDedupFlagVerify = 1u << 0;
 
+// Bytes of one on-disk index entry: hash, host offset, owning guest cluster.
+inline constexpr uint64_t index_entry_size(uint64_t hash_size) { return hash_size + 16; }
+
 struct DedupCounters {
   uint64_t clusters_deduplicated = 0;
   uint64_t clusters_stored_unique = 0;

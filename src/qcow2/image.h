@@ -57,6 +57,11 @@ class Image : public BlockDevice {
   // The stored refcount of a host cluster (the refcount table is read on
   // first use when the image is read-only).
   Result<uint64_t> refcount(uint64_t host_cluster);
+  // The refcount the cluster will have once pending releases are written
+  // (writable images): 0 means it is about to be freed.
+  Result<uint64_t> refcount_after_flush(uint64_t host_cluster) {
+    return effective_refcount(host_cluster);
+  }
 
   // ---- Write path (the image must be open writable) ----
 

@@ -117,6 +117,34 @@ run qemu-img check -r all pair.qcow2
 expect_status 0 "qemu-img check -r all repairs it"
 expect_check_clean pair.qcow2 "pair after repair"
 
+# 6. -n into a deduplicated image: its data is deduplicated against, through its index
+# when valid, and after a stock write (stale index) through a rebuilt one.
+run "$QDEDUP" convert -O qcow2 -o dedup=sha256 in.raw n.qcow2
+expect_status 0 "convert for -n"
+run "$QDEDUP" convert -n -O qcow2 --stats --output=json in.raw n.qcow2
+expect_status 0 "convert -n with a valid index"
+expect_eq "$(jq '.["clusters-written"]' "$out")" "0" "-n of the same data stores nothing new"
+expect_check_clean n.qcow2 "-n with a valid index"
+run qemu-img compare -f raw -F qcow2 in.raw n.qcow2
+expect_status 0 "-n with a valid index: compare"
+qio n.qcow2 "write -P 0x5c 0 8192"
+run "$QDEDUP" info --output=json n.qcow2
+expect_eq "$(jq '.qdedup["index-valid"]' "$out")" "false" "index stale after qemu-io"
+# New content: the old data shifted by one cluster, plus the original.
+python3 - <<'PY'
+d = open("in.raw", "rb").read()
+open("in2.raw", "wb").write(d[4096:] + d[:4096])
+PY
+run "$QDEDUP" convert -n -O qcow2 --stats --output=json in2.raw n.qcow2
+expect_status 0 "convert -n with a stale index"
+expect_err_has "rebuilding" "-n says it rebuilds the stale index"
+expect_eq "$(jq '.["clusters-written"]' "$out")" "0" "-n of shifted data stores nothing new"
+expect_check_clean n.qcow2 "-n with a stale index"
+run qemu-img compare -f raw -F qcow2 in2.raw n.qcow2
+expect_status 0 "-n with a stale index: compare"
+run "$QDEDUP" info --output=json n.qcow2
+expect_eq "$(jq '.qdedup["index-valid"]' "$out")" "true" "index valid again after -n"
+
 # 5. Failures leave nothing behind and never damage an existing target.
 mkdir fail && cd fail || exit 1
 echo "keep me" > target.qcow2

@@ -10,7 +10,7 @@ TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][exte
   DedupExtension e = empty_dedup_extension(HashAlgorithm::kSha256, true, 65535);
   e.index_offset = 1 << 20;
   e.index_entries = 3;
-  e.index_size = 3 * 40;
+  e.index_size = 3 * 48;
   e.counters.clusters_deduplicated = 11;
   e.counters.partial_cluster_reads = 7;
   e.counters.refcount_cap_overflows = 2;
@@ -58,16 +58,16 @@ TEST_CASE("validate_dedup_extension checks the index against the file", "[dedup]
   DedupExtension e = empty_dedup_extension(HashAlgorithm::kSha256, false, 65535);
   CHECK(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());
   e.index_entries = 10;
-  e.index_size = 400;
+  e.index_size = 480;
   e.index_offset = 8192;
   CHECK(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());
-  CHECK_FALSE(validate_dedup_extension(e, 8192 + 399, 4096, 65535).is_ok());  // beyond EOF
+  CHECK_FALSE(validate_dedup_extension(e, 8192 + 479, 4096, 65535).is_ok());  // beyond EOF
   e.index_offset = 8193;
   CHECK_FALSE(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());  // unaligned
   e.index_offset = 8192;
-  e.index_size = 401;
+  e.index_size = 481;
   CHECK_FALSE(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());  // size/count mismatch
-  e.index_size = 400;
+  e.index_size = 480;
   e.refcount_cap = 70000;
   CHECK_FALSE(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());  // cap above width
 }
