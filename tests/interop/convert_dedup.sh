@@ -158,6 +158,13 @@ expect_error "corrupt qcow2 source"
 expect_eq "$(sha256sum target.qcow2)" "$sum" "existing target unchanged (corrupt source)"
 run "$QDEDUP" convert -O qcow2 -o dedup=nosuchhash ../in.raw target.qcow2
 expect_error "unknown hash"
+# A full disk: writes beyond 512 KiB fail (RLIMIT_FSIZE, EFBIG; SIGXFSZ ignored).
+last_cmd="convert under ulimit -f 512"
+bash -c 'trap "" XFSZ; ulimit -f 512; exec "$@"' full "$QDEDUP" convert -O qcow2 \
+  -o dedup=sha256 ../in.raw target.qcow2 </dev/null >"$out" 2>"$err"
+rc=$?
+expect_error "target file system full"
+expect_eq "$(sha256sum target.qcow2)" "$sum" "existing target unchanged (disk full)"
 expect_eq "$(ls -A)" "$(printf 'bad.qcow2\ntarget.qcow2')" "no temporary file left behind"
 cd .. || exit 1
 
