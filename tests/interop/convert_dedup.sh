@@ -67,6 +67,7 @@ for cs in 4096 65536; do
 import sys; d=open('in.raw','rb').read(); cs=$cs
 print(sum(1 for i in range(0,len(d),cs) if any(d[i:i+cs])))")
   expect_eq "$(jq '.["clusters-deduplicated"]' stats.json)" "$((nonzero - unique))" "cs=$cs: deduplicated"
+  expect_eq "$(jq '.["zero-clusters"]' stats.json)" "$((1024 - nonzero))" "cs=$cs: zero clusters"
   run "$QDEDUP" info --output=json out.qcow2
   expect_eq "$(jq -c '[.qdedup.hash, .qdedup["index-valid"], .qdedup["index-entries"]]' "$out")" \
     "[\"sha256\",true,$unique]" "cs=$cs: info reports the index"
@@ -77,10 +78,20 @@ head -c 300000 /dev/urandom > a.raw
 cp a.raw b.raw
 run "$QDEDUP" convert -O qcow2 -o dedup=sha256 --stats --output=json a.raw b.raw ab.qcow2
 expect_status 0 "convert two sources"
+cp "$out" ab.json
 # qemu-img (and qdedup) round each raw source up to 512 bytes: 300000 -> 300032.
 cp a.raw a512.raw && truncate -s 300032 a512.raw
 cat a512.raw a512.raw > ab.raw
 roundtrip ab.raw ab.qcow2 "two sources"
+# 600064 bytes: 146 whole clusters of 4 KiB, deduplicated among themselves, and a
+# partial one that is stored as is, never shared.
+expected=$(python3 -c '
+d = open("ab.raw", "rb").read()
+whole = [d[i:i + 4096] for i in range(0, len(d) - 4095, 4096)]
+nz = [c for c in whole if any(c)]
+print("[%d,%d]" % (len(set(nz)) + 1, len(nz) - len(set(nz))))')
+expect_eq "$(jq -c '[.["clusters-written"], .["clusters-deduplicated"]]' ab.json)" "$expected" \
+  "two sources: stored and shared clusters"
 
 # 3. The refcount cap: with refcount_bits=2 a cluster is shared at most 3 times.
 python3 -c "import sys; sys.stdout.buffer.write(bytes([7])*4096*10)" > same.raw
