@@ -258,6 +258,8 @@ class Converter {
       writer_->mutable_index() = DedupIndex(std::move(scratch), pool_->digest_size());
     } else if (ext) {
       spdlog::info("{}: the dedup index is stale; rebuilding it", o_.target);
+      // Another program wrote the image: mend the COPIED flags it may have left.
+      t_.image->audit_copied_on_close();
     }
     return rebuild_index(*t_.image, *pool_, writer_->refcount_cap(), writer_->mutable_index());
   }

@@ -82,6 +82,10 @@ class Image : public BlockDevice {
   Status flush();
   // Flushes and sets COPIED on entries whose cluster became owned again.
   Status close();
+  // Makes close() check every active entry's COPIED flag, not only those of
+  // clusters this session released: for images another program wrote (stock
+  // QEMU leaves COPIED off after its copy-on-write ends a sharing).
+  void audit_copied_on_close() { audit_copied_ = true; }
 
   // Rewrites cluster 0 from `h` (which must keep this image's geometry and
   // table locations) and flushes. For header extensions of upper layers.
@@ -126,6 +130,7 @@ class Image : public BlockDevice {
   bool writable_;
   bool write_started_ = false;
   bool refcounts_loaded_ = false;
+  bool audit_copied_ = false;
   std::vector<uint64_t> l1_;
   std::set<uint64_t> l1_dirty_;  // L1 indexes to write
   std::vector<Snapshot> snapshots_;

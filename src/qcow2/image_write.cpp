@@ -314,20 +314,34 @@ Status Image::fix_copied_flags() {
     if (rc == 1) owned.insert(c);
   }
   maybe_owned_.clear();
-  if (owned.empty()) return Status::ok();
+  if (owned.empty() && !audit_copied_) return Status::ok();
   for (uint64_t l1i = 0; l1i < l1_.size(); ++l1i) {
     uint64_t l2_off = l1_[l1i] & kL1eOffsetMask;
-    if (l2_off == 0 || !(l1_[l1i] & kOflagCopied)) continue;
+    if (l2_off == 0) continue;
+    if (!(l1_[l1i] & kOflagCopied)) {
+      if (!audit_copied_) continue;
+      QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(l2_off >> g_.cluster_bits));
+      if (rc != 1) continue;  // shared with a snapshot: its entries are not ours to mark
+      l1_[l1i] |= kOflagCopied;
+      l1_dirty_.insert(l1i);
+    }
     QD_ASSIGN_OR_RETURN(L2Table * t, load_l2(l2_off));
     for (uint64_t i = 0; i < g_.l2_entries; ++i) {
       L2Entry e = entry_at(*t, i);
-      if (e.type(g_) == ClusterType::kNormal && !e.copied() &&
-          owned.count(e.host_offset() >> g_.cluster_bits)) {
+      if (e.type(g_) != ClusterType::kNormal || e.copied()) continue;
+      uint64_t c = e.host_offset() >> g_.cluster_bits;
+      bool set = owned.count(c) != 0;
+      if (!set && audit_copied_) {
+        QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(c));
+        set = rc == 1;
+      }
+      if (set) {
         e.word |= kOflagCopied;
         store_entry(*t, i, e);
       }
     }
   }
+  audit_copied_ = false;
   return flush();
 }
 

@@ -124,9 +124,20 @@ run qemu-img check pair.qcow2
 expect_status 2 "QEMU leaves one OFLAG_COPIED finding"
 expect_eq "$(grep -c '^ERROR' "$err")" "1" "exactly one ERROR line"
 expect_err_has "ERROR OFLAG_COPIED data cluster" "the finding is OFLAG_COPIED"
-run qemu-img check -r all pair.qcow2
+cp pair.qcow2 pair-qemu.qcow2
+run qemu-img check -r all pair-qemu.qcow2
 expect_status 0 "qemu-img check -r all repairs it"
-expect_check_clean pair.qcow2 "pair after repair"
+expect_check_clean pair-qemu.qcow2 "pair after qemu-img's repair"
+# The next qdedup write (here convert -n of guest cluster 0 only, which finds the index
+# stale) mends it too, although it does not touch the cluster that lacks the flag.
+run "$QDEDUP" convert -O raw pair.qcow2 pair-now.raw
+expect_status 0 "read the pair back"
+head -c 4096 pair-now.raw > head.raw
+run "$QDEDUP" convert -n -O qcow2 head.raw pair.qcow2
+expect_status 0 "convert -n into the pair"
+expect_check_clean pair.qcow2 "pair after the next qdedup write"
+run qemu-img compare -f raw -F qcow2 pair-now.raw pair.qcow2
+expect_status 0 "pair data unchanged by the mend"
 
 # 6. -n into a deduplicated image: its data is deduplicated against, through its index
 # when valid, and after a stock write (stale index) through a rebuilt one.
