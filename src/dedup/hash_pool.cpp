@@ -25,10 +25,8 @@ HashPool::HashPool(const HasherFactory& make, unsigned threads) {
     assert(hashers_.back() != nullptr);
   }
   digest_size_ = hashers_[0]->digest_size();
-  for (const auto& h : hashers_) {
-    assert(h->digest_size() == digest_size_);
-    (void)h;
-  }
+  assert(std::all_of(hashers_.begin(), hashers_.end(),
+                     [this](const auto& h) { return h->digest_size() == digest_size_; }));
   start_workers(threads);
 }
 
