@@ -10,7 +10,7 @@ QDEDUP_PACKAGES=(
   cmake g++ make pkg-config
   libcli11-dev libspdlog-dev nlohmann-json3-dev catch2
   libssl-dev zlib1g-dev libzstd-dev libxxhash-dev
-  qemu-utils jq python3
+  qemu-utils jq python3 botan xxhash
 )
 
 log() { printf '==> %s\n' "$*"; }

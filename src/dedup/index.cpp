@@ -167,19 +167,26 @@ Status DedupIndex::for_each_sorted(
   std::sort(order.begin(), order.end());
   // Equal fingerprints (rare) are ordered by their full hashes.
   const size_t hs = records_.hash_size();
-  std::vector<uint8_t> a(hs), b(hs);
+  std::vector<uint8_t> a(hs);
   for (size_t i = 0; i + 1 < order.size(); ++i) {
     size_t j = i;
     while (j + 1 < order.size() && order[j + 1].first == order[i].first) ++j;
     if (j == i) continue;
-    std::vector<std::pair<std::vector<uint8_t>, uint32_t>> group;
-    for (size_t k = i; k <= j; ++k) {
+    // Full hashes of the group side by side, sorted through an index.
+    const size_t count = j - i + 1;
+    std::vector<uint8_t> hashes(count * hs);
+    std::vector<size_t> idx(count);
+    for (size_t k = 0; k < count; ++k) {
       uint64_t h, o;
-      QD_TRY(records_.read(order[k].second, a.data(), &h, &o));
-      group.emplace_back(a, order[k].second);
+      QD_TRY(records_.read(order[i + k].second, hashes.data() + k * hs, &h, &o));
+      idx[k] = k;
     }
-    std::sort(group.begin(), group.end());
-    for (size_t k = i; k <= j; ++k) order[k].second = group[k - i].second;
+    std::sort(idx.begin(), idx.end(), [&](size_t x, size_t y) {
+      return std::memcmp(hashes.data() + x * hs, hashes.data() + y * hs, hs) < 0;
+    });
+    std::vector<uint32_t> recs(count);
+    for (size_t k = 0; k < count; ++k) recs[k] = order[i + idx[k]].second;
+    for (size_t k = 0; k < count; ++k) order[i + k].second = recs[k];
     i = j;
   }
   for (const auto& [fp, rec] : order) {

@@ -387,11 +387,12 @@ std::string describe_features(const Header& h, uint8_t type, uint64_t bits) {
     for (const FeatureName& f : h.feature_names) {
       if (f.type == type && f.bit == bit) name = f.name;
     }
+    // Appends one piece at a time (GCC 12 -O3 misreports string operator+).
     if (!name.empty()) {
-      out += "'" + escape_for_display(name) + "'";
+      out.append("'").append(escape_for_display(name)).append("'");
     } else {
-      out += "unknown " + std::string(kTypeNames[type < 3 ? type : 0]) +
-             " feature bit " + std::to_string(bit) + " (" + hex(uint64_t{1} << bit) + ")";
+      out.append("unknown ").append(kTypeNames[type < 3 ? type : 0]).append(" feature bit ");
+      out.append(std::to_string(bit)).append(" (").append(hex(uint64_t{1} << bit)).append(")");
     }
   }
   return out;

@@ -64,7 +64,8 @@ std::vector<std::string> digests_from_tool(const std::string& tool_command,
   REQUIRE(!dir.path().empty());
   std::string command = "cd '" + dir.path() + "' && " + tool_command;
   for (size_t i = 0; i < messages.size(); ++i) {
-    const std::string name = "m" + std::to_string(i);
+    std::string name = "m";  // appended, not operator+: GCC 12 -O3 misreports the latter
+    name.append(std::to_string(i));
     std::ofstream(dir.file(name), std::ios::binary)
         .write(reinterpret_cast<const char*>(messages[i].data()),
                static_cast<std::streamsize>(messages[i].size()));
@@ -78,7 +79,11 @@ std::vector<std::string> digests_from_tool(const std::string& tool_command,
   while (std::fscanf(pipe, "%128s %63s", digest, name) == 2) by_name[name] = digest;
   REQUIRE(::pclose(pipe) == 0);
   std::vector<std::string> out;
-  for (size_t i = 0; i < messages.size(); ++i) out.push_back(by_name["m" + std::to_string(i)]);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    std::string file = "m";
+    file.append(std::to_string(i));
+    out.push_back(by_name[file]);
+  }
   return out;
 }
 
