@@ -12,12 +12,6 @@ namespace qdedup::qcow2 {
 
 namespace {
 
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string string_from(std::span<const uint8_t> bytes) {
   return std::string(bytes.begin(), bytes.end());
 }

@@ -7,6 +7,7 @@
 #include "qcow2/compress.h"
 #include "util/endian.h"
 #include "util/size.h"
+#include "util/text.h"
 
 namespace qdedup::qcow2 {
 
@@ -16,11 +17,6 @@ namespace {
 constexpr uint64_t kL2CacheBytes = 64ull << 20;
 constexpr size_t kL2CacheMinTables = 16;
 
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 }  // namespace
 

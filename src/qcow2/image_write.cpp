@@ -4,16 +4,9 @@
 
 #include "qcow2/image.h"
 #include "util/endian.h"
+#include "util/text.h"
 
 namespace qdedup::qcow2 {
-
-namespace {
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-}  // namespace
 
 // Before the first change: clear autoclear bits this build does not maintain
 // (the spec requires it; QEMU does it at open). qdedup does not update

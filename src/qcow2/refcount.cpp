@@ -4,6 +4,7 @@
 
 #include "util/endian.h"
 #include "util/size.h"
+#include "util/text.h"
 
 namespace qdedup::qcow2 {
 
@@ -11,11 +12,6 @@ namespace {
 // Refcount blocks kept in memory before clean ones are dropped.
 constexpr size_t kMaxCachedBlocks = 4096;
 
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 }  // namespace
 
 uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i) {

@@ -11,6 +11,9 @@ namespace qdedup {
 // so a name from a hostile image cannot move the cursor or fake output lines.
 std::string escape_for_display(std::string_view s);
 
+// "0x1f000" for messages about offsets and entries.
+std::string hex(uint64_t value);
+
 // Valid UTF-8 for JSON: invalid bytes become U+FFFD (nlohmann::json would
 // otherwise throw on output).
 std::string to_valid_utf8(std::string_view s);
