@@ -1,7 +1,9 @@
 // qdedup-bench-index: the in-RAM dedup index at scale. Inserts N distinct
 // pseudo-random 32-byte hashes into dedup::DedupIndex (its record store on a
 // scratch file), looks every one up once in a scattered order, then looks up
-// N hashes that are not in the index, and reports RAM per entry and rates.
+// N hashes that are not in the index, then visits all entries in hash order
+// with for_each_sorted() (what convert does to write the index into the
+// image), and reports RAM per entry and rates.
 // scripts/bench-index.sh runs it at 16 M and 256 M entries, one process per
 // size so that the peak RSS belongs to that size alone.
 //
@@ -11,11 +13,13 @@
 // first) and progress on stderr. Exit status 1 if a lookup returns a wrong
 // answer (a missing hit, a wrong host offset, a false hit) or on an I/O error.
 //
-// RAM per entry is given two ways: DedupIndex::memory_bytes() / N (the
-// table's slots, what the 24-byte bound is about), and the process's peak
-// RSS (getrusage ru_maxrss) less its RSS before the first insert, / N: this
-// includes the transient peak while the table grows (old and new slot
-// arrays are both alive during a rehash) and the record store's write buffer.
+// RAM per entry is given three ways: DedupIndex::memory_bytes() / N (the
+// table's slots, what the 24-byte bound is about); the process's peak RSS
+// (getrusage ru_maxrss) less its RSS before the first insert, / N, taken
+// after the lookups: this includes the transient peak while the table grows
+// (old and new slot arrays are both alive during a rehash) and the record
+// store's write buffer; and the same peak after the sorted walk, which
+// includes the walk's own working memory.
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,10 +107,12 @@ void progress(const char* phase, uint64_t done, uint64_t total, double start) {
 struct Measurement {
   uint64_t memory_bytes = 0;
   uint64_t rss_before = 0;
-  uint64_t peak_rss = 0;
+  uint64_t peak_rss = 0;         // after the lookups
+  uint64_t peak_rss_walk = 0;    // after the sorted walk
   double insert_seconds = 0;
   double hit_seconds = 0;
   double miss_seconds = 0;
+  double walk_seconds = 0;
   uint64_t wrong = 0;
 };
 
@@ -153,6 +159,24 @@ Status look_up_misses(dedup::DedupIndex& index, uint64_t n, Measurement& m) {
   return Status::ok();
 }
 
+// Visits every entry in hash order, checking the order and the count.
+Status walk_sorted(dedup::DedupIndex& index, uint64_t n, Measurement& m) {
+  uint8_t prev[kHashBytes] = {};
+  uint64_t seen = 0;
+  const double start = now_seconds();
+  QD_TRY(index.for_each_sorted([&](const uint8_t* hash, const dedup::IndexEntry& e) -> Status {
+    if (seen > 0 && std::memcmp(prev, hash, kHashBytes) >= 0) ++m.wrong;
+    if (e.host_offset == 0) ++m.wrong;
+    std::memcpy(prev, hash, kHashBytes);
+    if ((++seen & 0xffffff) == 0) progress("sorted walk", seen, n, start);
+    return Status::ok();
+  }));
+  m.walk_seconds = now_seconds() - start;
+  std::fprintf(stderr, "\n");
+  if (seen != n) ++m.wrong;
+  return Status::ok();
+}
+
 Status run(const Options& opt, Measurement& m) {
   QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(opt.dir));
   m.rss_before = current_rss_bytes();
@@ -166,6 +190,8 @@ Status run(const Options& opt, Measurement& m) {
   QD_TRY(look_up_hits(index, opt.entries, m));
   QD_TRY(look_up_misses(index, opt.entries, m));
   m.peak_rss = peak_rss_bytes();
+  QD_TRY(walk_sorted(index, opt.entries, m));
+  m.peak_rss_walk = peak_rss_bytes();
   return Status::ok();
 }
 
@@ -176,20 +202,29 @@ double mops(uint64_t n, double seconds) {
 void print_header() {
   std::printf(
       "| entries | table RAM (memory_bytes) | bytes/entry (memory_bytes) | peak RSS | "
-      "bytes/entry (peak RSS - RSS before) | insert Mops/s | lookup hit Mops/s | "
-      "lookup miss Mops/s | wrong answers |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+      "bytes/entry (peak RSS - RSS before) | peak RSS incl. sorted walk | bytes/entry incl. "
+      "sorted walk | insert Mops/s | lookup hit Mops/s | lookup miss Mops/s | sorted walk "
+      "Mentries/s | wrong answers |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
+double per_entry(uint64_t peak, uint64_t before, uint64_t n) {
+  return static_cast<double>(peak > before ? peak - before : 0) / static_cast<double>(n);
+}
+
+double mib(uint64_t bytes) { return static_cast<double>(bytes) / 1048576.0; }
+
 void print_row(const Options& opt, const Measurement& m) {
-  const auto n = static_cast<double>(opt.entries);
-  const uint64_t grown = m.peak_rss > m.rss_before ? m.peak_rss - m.rss_before : 0;
-  std::printf("| %s | %.1f MiB | %.2f | %.1f MiB | %.2f | %.2f | %.2f | %.2f | %llu |\n",
-              entries_name(opt.entries).c_str(), static_cast<double>(m.memory_bytes) / 1048576.0,
-              static_cast<double>(m.memory_bytes) / n, static_cast<double>(m.peak_rss) / 1048576.0,
-              static_cast<double>(grown) / n, mops(opt.entries, m.insert_seconds),
-              mops(opt.entries, m.hit_seconds), mops(opt.entries, m.miss_seconds),
-              static_cast<unsigned long long>(m.wrong));
+  const uint64_t n = opt.entries;
+  std::printf(
+      "| %s | %.1f MiB | %.2f | %.1f MiB | %.2f | %.1f MiB | %.2f | %.2f | %.2f | %.2f | %.2f | "
+      "%llu |\n",
+      entries_name(n).c_str(), mib(m.memory_bytes),
+      static_cast<double>(m.memory_bytes) / static_cast<double>(n), mib(m.peak_rss),
+      per_entry(m.peak_rss, m.rss_before, n), mib(m.peak_rss_walk),
+      per_entry(m.peak_rss_walk, m.rss_before, n), mops(n, m.insert_seconds),
+      mops(n, m.hit_seconds), mops(n, m.miss_seconds), mops(n, m.walk_seconds),
+      static_cast<unsigned long long>(m.wrong));
 }
 
 int usage() {
