@@ -385,6 +385,8 @@ run_case() {
   written=$(jq '."clusters-written"' <<<"$stats")
   deduped=$(jq '."clusters-deduplicated"' <<<"$stats")
   hash_s=$(jq '."hash-seconds"' <<<"$stats")
+  local index_bytes
+  index_bytes=$("$qdedup" info --output=json "$d_out" | jq '.qdedup."index-size" // 0')
 
   # Correctness of the last qdedup output.
   if ! qemu-img compare -f raw -F qcow2 "$in" "$d_out" > "$scratch/cmp.txt" 2>&1; then
@@ -405,12 +407,14 @@ run_case() {
   rm -f "$q_out" "$u_out" "$d_out"
 
   local ideal=$((expected * cs))
-  rows+=("$(printf '| %s | %s | %.2f | %.2f | **%s** | %.2f | %s | %s / %s | %s / %s | %s | **%.4f** | %.0f / %.0f | %s→%s |' \
+  rows+=("$(printf '| %s | %s | %.2f | %.2f | **%s** | %.2f | %s | %s / %s | %s / %s | %s | %s | %.4f | **%.4f** | %.0f / %.0f | %s→%s |' \
     "$input" "$cs_name" "$q_wall" "$d_wall" "$(ratio "$d_wall" "$q_wall")" \
     "$u_wall" "$(ratio "$u_wall" "$q_wall")" \
     "$(size_mib "$q_bytes")" "$(size_mib $((q_kib * 1024)))" \
     "$(size_mib "$d_bytes")" "$(size_mib $((d_kib * 1024)))" \
-    "$(size_mib "$ideal")" "$(awk -v a="$d_bytes" -v b="$ideal" 'BEGIN { print (b ? a / b : 0) }')" \
+    "$(size_mib "$ideal")" "$(size_mib "$index_bytes")" \
+    "$(awk -v a="$d_bytes" -v b="$ideal" 'BEGIN { print (b ? a / b : 0) }')" \
+    "$(awk -v a="$d_bytes" -v i="$index_bytes" -v b="$ideal" 'BEGIN { print (b ? (a - i) / b : 0) }')" \
     "$(awk -v k="$(median "${d_rsss[@]}")" 'BEGIN { print k / 1024 }')" \
     "$(awk -v k="$(median "${q_rsss[@]}")" 'BEGIN { print k / 1024 }')" \
     "$load_start" "$load_end")")
@@ -429,15 +433,23 @@ for input in synthetic ext4 ext4-twice; do
 done
 
 # ---- Report ----
+# The source tree the binary was configured from, and its commit if it is a checkout.
+source_version() {
+  local src
+  src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+  echo "${src:-an unknown tree}$(git -C "${src:-/nonexistent}" describe --always --dirty 2>/dev/null |
+    sed 's/^/ at /')"
+}
+
 echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(lscpu | sed -n 's/^Model name: *//p' | head -1)," \
   "$(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; $(qemu-img --version | head -1);" \
-  "$("$qdedup" --version 2>/dev/null | head -1) ($qdedup, git $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown))."
+  "$("$qdedup" --version 2>/dev/null | head -1) ($qdedup, built from $(source_version))."
 echo "Inputs: synthetic ${synthetic_mib} MiB ($(jq -c .blocks <<<"$synthetic_json") blocks of 64 KiB);" \
   "ext4 from $tree_files files ($tree_kib KiB) of /usr/share and /usr/lib; ext4-twice the same tree twice."
 echo "Median of $runs runs after one warm-up run, page cache warm; times in seconds; sizes in MiB."
 echo
-echo "| input | cluster | qemu-img s | qdedup s | qdedup / qemu-img | qdedup -t unsafe s | unsafe / qemu-img | qemu-img size (ls / du) | qdedup size (ls / du) | ideal | qdedup ls / ideal | qdedup / qemu-img peak RSS MiB | load |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| input | cluster | qemu-img s | qdedup s | qdedup / qemu-img | qdedup -t unsafe s | unsafe / qemu-img | qemu-img size (ls / du) | qdedup size (ls / du) | ideal | qdedup index | qdedup ls / ideal | (qdedup ls - index) / ideal | qdedup / qemu-img peak RSS MiB | load |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "| input | cluster | input MiB | unique non-zero clusters (expected) | clusters-written | clusters-deduplicated | hash-seconds (last run) | qemu-img runs s | qdedup runs s | qdedup -t unsafe runs s |"
