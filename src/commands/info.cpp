@@ -58,6 +58,7 @@ ordered_json dedup_json(const DedupInfo& d) {
   j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
   j["index-valid"] = d.index_valid;
   j["index-entries"] = e.index_entries;
+  j["index-offset"] = e.index_offset;
   j["index-size"] = e.index_size;
   j["refcount-cap"] = e.refcount_cap;
   const dedup::DedupCounters& c = e.counters;
