@@ -23,6 +23,7 @@ struct Command {
 
 const std::vector<Command>& command_table();
 
+std::function<int()> register_check(CLI::App& app);
 std::function<int()> register_convert(CLI::App& app);
 std::function<int()> register_create(CLI::App& app);
 std::function<int()> register_info(CLI::App& app);

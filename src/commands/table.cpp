@@ -11,6 +11,8 @@ const std::vector<Command>& command_table() {
       {"create", "Create a new qcow2 (optionally deduplicating) or raw image", register_create},
       {"convert", "Copy disks into a raw or qcow2 image, deduplicating with -o dedup=HASH",
        register_convert},
+      {"check", "Check an image's consistency and its dedup index; repair with -r",
+       register_check},
       {"info", "Show facts about an image (qemu-img info compatible)", register_info},
   };
   return kCommands;

@@ -7,6 +7,7 @@
 // cluster is never below its number of on-disk references.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <unordered_map>
@@ -37,6 +38,10 @@ class Refcounts {
   // Allocates `n` contiguous free clusters (refcount 0), sets their refcounts
   // to 1 and returns the first one's index.
   Result<uint64_t> allocate(uint64_t n);
+
+  // Makes allocate() look for free clusters at `cluster` and above only (for
+  // repairs, which must not trust stored zeros below the file's end).
+  void allocate_from(uint64_t cluster) { free_hint_ = std::max(free_hint_, cluster); }
 
   // Writes dirty refcount blocks, flushes, writes changed reftable entries,
   // flushes. A no-op when nothing is dirty.

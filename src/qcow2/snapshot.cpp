@@ -10,16 +10,16 @@ namespace {
 constexpr uint64_t kSnapshotFixedBytes = 40;
 }
 
-Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
+Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& h,
                                                   uint64_t file_size) {
-  std::vector<Snapshot> out;
+  SnapshotTable out;
   if (h.nb_snapshots == 0) return out;
   // The table's size is only known by walking it; read at most what QEMU
   // allows, and no more than the file holds.
   uint64_t limit = std::min<uint64_t>(kMaxSnapshotsTableBytes, file_size - h.snapshots_offset);
   uint64_t off = 0;
   std::vector<uint8_t> fixed(kSnapshotFixedBytes);
-  out.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
+  out.snapshots.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
   for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
     auto where = [&](const std::string& what) {
       return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
@@ -52,16 +52,55 @@ Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& 
     if (extra_len >= 24) s.icount = load_be64(s.extra.data() + 16);
     s.id.assign(rest.begin() + extra_len, rest.begin() + extra_len + id_len);
     s.name.assign(rest.begin() + extra_len + id_len, rest.end());
-    if (h.version >= 3 && extra_len < 16) return where("version 3 needs 16 bytes of extra data");
+    s.entry_bytes = entry;
+    out.bytes = off + kSnapshotFixedBytes + var;
+    off += entry;
+    out.snapshots.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
+                                                  uint64_t file_size) {
+  QD_ASSIGN_OR_RETURN(SnapshotTable table, read_snapshot_table_entries(file, h, file_size));
+  for (size_t i = 0; i < table.snapshots.size(); ++i) {
+    const Snapshot& s = table.snapshots[i];
+    auto where = [&](const std::string& what) {
+      return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
+    };
+    if (h.version >= 3 && s.extra.size() < 16) return where("version 3 needs 16 bytes of extra data");
     if (s.l1_size > kMaxL1Entries) return where("L1 table is too large");
     if (s.l1_table_offset % h.cluster_size() != 0) return where("L1 table is not cluster aligned");
     if (s.l1_size > 0 && (s.l1_table_offset > file_size ||
                           uint64_t{s.l1_size} * 8 > file_size - s.l1_table_offset)) {
       return where("L1 table lies beyond the end of the file");
     }
-    s.entry_bytes = entry;
-    off += entry;
-    out.push_back(std::move(s));
+  }
+  return std::move(table.snapshots);
+}
+
+std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots) {
+  std::vector<uint8_t> out;
+  for (const Snapshot& s : snapshots) {
+    size_t at = out.size();
+    uint64_t var = s.extra.size() + s.id.size() + s.name.size();
+    uint64_t entry = 0;
+    (void)align_up(kSnapshotFixedBytes + var, 8, &entry);
+    out.resize(at + entry, 0);
+    uint8_t* p = out.data() + at;
+    store_be64(p, s.l1_table_offset);
+    store_be32(p + 8, s.l1_size);
+    store_be16(p + 12, static_cast<uint16_t>(s.id.size()));
+    store_be16(p + 14, static_cast<uint16_t>(s.name.size()));
+    store_be32(p + 16, s.date_sec);
+    store_be32(p + 20, s.date_nsec);
+    store_be64(p + 24, s.vm_clock_nsec);
+    store_be32(p + 32, s.vm_state_size);
+    store_be32(p + 36, static_cast<uint32_t>(s.extra.size()));
+    uint8_t* v = p + kSnapshotFixedBytes;
+    v = std::copy(s.extra.begin(), s.extra.end(), v);
+    v = std::copy(s.id.begin(), s.id.end(), v);
+    std::copy(s.name.begin(), s.name.end(), v);
   }
   return out;
 }

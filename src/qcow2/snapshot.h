@@ -29,8 +29,22 @@ struct Snapshot {
   uint64_t entry_bytes = 0;      // size of the entry on disk, padded to 8
 };
 
-// Reads and validates the snapshot table of `h` (bounded by QEMU's limits
-// and by `file_size` before anything is allocated).
+struct SnapshotTable {
+  std::vector<Snapshot> snapshots;
+  uint64_t bytes = 0;  // from the table's start to the end of its last entry
+};
+
+// Reads the entries of the snapshot table of `h` (bounded by QEMU's limits
+// and by `file_size` before anything is allocated). Fails only when the
+// table's framing is broken; the entries' L1 fields are not checked.
+Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& h,
+                                                  uint64_t file_size);
+
+// Encodes a snapshot table (entries padded to 8 bytes, as QEMU writes it).
+std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots);
+
+// Reads and validates the snapshot table of `h`: the entries, and each L1
+// table's size, alignment and place in the file.
 Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
                                                   uint64_t file_size);
 

@@ -27,6 +27,19 @@ std::string hex(uint64_t value) {
   return buf;
 }
 
+std::string hex_digits(uint64_t value) { return hex(value).substr(2); }
+
+std::string hex_bytes(const uint8_t* p, size_t n) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kDigits[p[i] >> 4]);
+    out.push_back(kDigits[p[i] & 15]);
+  }
+  return out;
+}
+
 std::string to_valid_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());

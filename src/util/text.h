@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <cstddef>
 #include <cstdint>
 
 namespace qdedup {
@@ -13,6 +14,10 @@ std::string escape_for_display(std::string_view s);
 
 // "0x1f000" for messages about offsets and entries.
 std::string hex(uint64_t value);
+// The same without "0x" ("1f000"), as qemu-img prints L1/L2 entries.
+std::string hex_digits(uint64_t value);
+// Lower-case hex of `n` bytes (hash values in messages).
+std::string hex_bytes(const uint8_t* p, size_t n);
 
 // Valid UTF-8 for JSON: invalid bytes become U+FFFD (nlohmann::json would
 // otherwise throw on output).

@@ -1,0 +1,116 @@
+// Consistency check of a qcow2 image, as qemu-img check does it: every host
+// cluster's reference count is computed from all structures (header, active
+// and snapshot L1/L2 tables, data and compressed clusters, snapshot table,
+// refcount table and blocks, bitmaps) and compared with the stored one; then
+// QCOW_OFLAG_COPIED is compared with the stored refcounts.
+//
+// The analysis only reads. Its findings are worded and counted as in QEMU
+// 7.2's block/qcow2-refcount.c, so that counts agree with `qemu-img check`;
+// it also keeps what repair (check_repair.h) needs to act on them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/file.h"
+#include "qcow2/geometry.h"
+#include "qcow2/header.h"
+#include "qcow2/snapshot.h"
+
+namespace qdedup::qcow2 {
+
+// qemu-img's ImageCheck counters.
+struct CheckCounts {
+  uint64_t check_errors = 0;
+  uint64_t corruptions = 0;
+  uint64_t leaks = 0;
+  uint64_t corruptions_fixed = 0;
+  uint64_t leaks_fixed = 0;
+  uint64_t image_end_offset = 0;
+  uint64_t total_clusters = 0;
+  uint64_t allocated_clusters = 0;
+  uint64_t fragmented_clusters = 0;
+  uint64_t compressed_clusters = 0;
+};
+
+// One line of the report (stderr in qemu-img).
+using CheckLog = std::function<void(const std::string&)>;
+
+// Reference counts computed by the check, one per host cluster. 16 bits per
+// cluster, larger counts in a side table (dedup makes many counts above 1,
+// few above 65534).
+class RefcountArray {
+ public:
+  uint64_t size() const { return small_.size(); }
+  void resize(uint64_t n) { small_.resize(n, 0); }
+  uint64_t get(uint64_t i) const {
+    if (i >= small_.size()) return 0;
+    uint16_t v = small_[i];
+    return v == kBig ? big_.at(i) : v;
+  }
+  void set(uint64_t i, uint64_t v);
+
+ private:
+  static constexpr uint16_t kBig = 0xffff;
+  std::vector<uint16_t> small_;
+  std::unordered_map<uint64_t, uint64_t> big_;
+};
+
+// An L1 or L2 entry (8 bytes at `file_offset`) that repair rewrites.
+struct EntryFix {
+  uint64_t file_offset = 0;
+  uint64_t old_word = 0;
+  uint64_t new_word = 0;
+  bool set_bitmap = false;  // extended L2: also write the subcluster bitmap
+  uint64_t new_bitmap = 0;
+  std::string what;  // the "Repairing ..." line
+};
+
+// A snapshot table entry that repair deletes (qemu-img does the same).
+struct SnapshotFault {
+  uint32_t index = 0;
+  std::string message;  // "... snapshot ID (NAME) ...: ..." without the verb
+};
+
+struct CheckAnalysis {
+  Header header;
+  Geometry g;
+  uint64_t file_size = 0;
+  std::vector<Snapshot> snapshots;
+  uint64_t snapshot_table_bytes = 0;
+  CheckCounts counts;
+
+  RefcountArray computed;        // references found, per host cluster
+  std::vector<uint64_t> reftable;  // as stored
+  bool rebuild = false;          // refcount structures must be rebuilt
+  // Clusters whose stored refcount differs from `computed` (index < computed.size()).
+  std::vector<uint64_t> mismatched;
+  // Reference-altering repairs (-r all): entries that cannot stay as they
+  // are. Applied before any refcount change.
+  std::vector<EntryFix> entry_fixes;
+  std::vector<SnapshotFault> bad_snapshots;
+  // Corruptions that repair cannot mend (e.g. corrupted subcluster bitmaps).
+  uint64_t unrepairable = 0;
+
+  // Stored refcount of `cluster` (0 past the table or where no block).
+  // nullopt when the refcount block cannot be read (unaligned offset).
+  std::optional<uint64_t> stored_refcount(io::File& file, uint64_t cluster);
+
+  // Cache of refcount blocks read by stored_refcount().
+  std::unordered_map<uint64_t, std::vector<uint8_t>> rb_cache;
+};
+
+struct CheckOptions {
+  CheckLog log;  // may be empty
+};
+
+// Analyses the image in `file` (read-only). Fails (check could not complete)
+// only when the header cannot be decoded, a snapshot table cannot be parsed,
+// or the file cannot be read; everything else is a counted finding.
+Result<CheckAnalysis> analyse_image(io::File& file, const CheckOptions& options);
+
+}  // namespace qdedup::qcow2

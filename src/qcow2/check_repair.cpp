@@ -1,0 +1,335 @@
+#include "qcow2/check_repair.h"
+
+#include <algorithm>
+#include <map>
+
+#include "qcow2/format.h"
+#include "qcow2/refcount.h"
+#include "util/endian.h"
+#include "util/text.h"
+
+namespace qdedup::qcow2 {
+
+namespace {
+
+// Rounds are bounded: each one fixes a class of problems that the previous
+// rounds cannot bring back, so a handful suffices; more means a bug.
+constexpr int kMaxRounds = 8;
+
+class Repairer {
+ public:
+  Repairer(io::File& file, const RepairOptions& o) : file_(file), o_(o) {}
+
+  Result<RepairSummary> run();
+
+ private:
+  void log(const std::string& line) {
+    if (o_.log) o_.log(line);
+  }
+  Status write_u64(uint64_t offset, uint64_t v) {
+    uint8_t b[8];
+    store_be64(b, v);
+    return file_.pwrite(offset, b);
+  }
+  // Clears autoclear bits before the first write of the repair.
+  Status begin_write(const CheckAnalysis& a);
+  Status apply_entry_fixes(const CheckAnalysis& a);
+  Status rebuild_refcounts(CheckAnalysis& a);
+  // Step 3: COPIED and refcount values. Returns whether anything was written.
+  Result<bool> fix_refcounts_and_copied(CheckAnalysis& a);
+  Status set_refcounts(CheckAnalysis& a, const std::vector<std::pair<uint64_t, uint64_t>>& to);
+  Status delete_snapshots(CheckAnalysis& a);
+  // Rewrites the COPIED flag of active L1/L2 entries to match `target`:
+  // `clear` pass only clears, the other only sets.
+  Result<bool> fix_copied(CheckAnalysis& a, bool clear_pass,
+                          const std::function<uint64_t(uint64_t)>& target);
+
+  io::File& file_;
+  const RepairOptions& o_;
+  RepairSummary summary_;
+  bool began_ = false;
+};
+
+Status Repairer::begin_write(const CheckAnalysis& a) {
+  if (began_) return Status::ok();
+  began_ = true;
+  summary_.changed = true;
+  uint64_t keep = kAutoclearBitmaps | kAutoclearDataFileRaw;
+  uint64_t bits = a.header.autoclear_features & keep & ~o_.clear_autoclear;
+  if (bits != a.header.autoclear_features) {
+    QD_TRY(write_u64(kOffAutoclearFeatures, bits));
+    QD_TRY(file_.flush());
+  }
+  return Status::ok();
+}
+
+Status Repairer::apply_entry_fixes(const CheckAnalysis& a) {
+  QD_TRY(begin_write(a));
+  bool unmapped = false;
+  for (const EntryFix& f : a.entry_fixes) {
+    log(f.what);
+    QD_TRY(write_u64(f.file_offset, f.new_word));
+    if (f.set_bitmap) QD_TRY(write_u64(f.file_offset + 8, f.new_bitmap));
+    if ((f.old_word & kL2eOffsetMask) != (f.new_word & kL2eOffsetMask) ||
+        ((f.old_word ^ f.new_word) & kOflagZero)) {
+      unmapped = true;
+    }
+  }
+  if (unmapped) {
+    summary_.unmapped_data = true;
+    // Bitmaps no longer describe the guest's data: let QEMU drop them.
+    if (a.header.autoclear_features & kAutoclearBitmaps) {
+      QD_TRY(file_.flush());
+      QD_TRY(write_u64(kOffAutoclearFeatures, 0));
+    }
+  }
+  return file_.flush();
+}
+
+Status Repairer::rebuild_refcounts(CheckAnalysis& a) {
+  QD_TRY(begin_write(a));
+  log("Rebuilding refcount structure");
+  const Geometry& g = a.g;
+  const uint64_t cs = g.cluster_size;
+  // New structures go past everything in use and past the end of the file.
+  uint64_t start = std::max<uint64_t>(a.computed.size(), (a.file_size + cs - 1) / cs);
+  uint64_t blocks = 0, table_clusters = 0;
+  for (;;) {
+    uint64_t end = start + blocks + table_clusters;
+    uint64_t need_blocks = (end + g.rb_entries - 1) / g.rb_entries;
+    uint64_t need_table = (need_blocks * 8 + cs - 1) / cs;
+    if (need_blocks == blocks && need_table == table_clusters) break;
+    blocks = need_blocks;
+    table_clusters = need_table;
+  }
+  if (table_clusters * cs > kMaxReftableBytes) {
+    return no_space("rebuilt refcount table would exceed " + std::to_string(kMaxReftableBytes) + " bytes");
+  }
+  uint64_t table_start = start + blocks;
+  uint64_t end = table_start + table_clusters;
+  std::vector<uint8_t> table(table_clusters * cs, 0);
+  std::vector<uint8_t> block(cs);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    std::fill(block.begin(), block.end(), uint8_t{0});
+    uint64_t first = b * g.rb_entries;
+    for (uint64_t i = 0; i < g.rb_entries; ++i) {
+      uint64_t c = first + i;
+      uint64_t v = c < a.computed.size() ? a.computed.get(c) : 0;
+      if (c >= start && c < end) v = 1;
+      if (v) set_refcount_entry(block, g.refcount_order, i, v);
+    }
+    uint64_t at = (start + b) * cs;
+    QD_TRY(file_.pwrite(at, block));
+    store_be64(table.data() + 8 * b, at);
+  }
+  QD_TRY(file_.pwrite(table_start * cs, table));
+  QD_TRY(file_.flush());
+  // Offset (48..55) and size (56..59) in one write.
+  uint8_t hdr[12];
+  store_be64(hdr, table_start * cs);
+  store_be32(hdr + 8, static_cast<uint32_t>(table_clusters));
+  QD_TRY(file_.pwrite(kOffRefcountTableOffset, hdr));
+  return file_.flush();
+}
+
+Status Repairer::set_refcounts(CheckAnalysis& a,
+                               const std::vector<std::pair<uint64_t, uint64_t>>& to) {
+  const Geometry& g = a.g;
+  std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> by_block;
+  for (const auto& [cluster, value] : to) by_block[cluster >> g.rb_bits].push_back({cluster, value});
+  std::vector<uint8_t> block(g.cluster_size);
+  for (const auto& [bi, items] : by_block) {
+    uint64_t at = a.reftable[bi] & kReftOffsetMask;  // exists: stored refcounts are > 0
+    QD_TRY(file_.read_or_zero(at, block));
+    for (const auto& [cluster, value] : items) {
+      set_refcount_entry(block, g.refcount_order, cluster & (g.rb_entries - 1), value);
+    }
+    QD_TRY(file_.pwrite(at, block));
+  }
+  a.rb_cache.clear();
+  return file_.flush();
+}
+
+Result<bool> Repairer::fix_copied(CheckAnalysis& a, bool clear_pass,
+                                  const std::function<uint64_t(uint64_t)>& target) {
+  const Geometry& g = a.g;
+  bool wrote = false;
+  std::vector<uint8_t> l1(uint64_t{a.header.l1_size} * 8);
+  QD_TRY(file_.read_or_zero(a.header.l1_table_offset, l1));
+  std::vector<uint8_t> table(g.cluster_size);
+  for (uint64_t i = 0; i < a.header.l1_size; ++i) {
+    uint64_t l1e = load_be64(l1.data() + 8 * i);
+    uint64_t l2 = l1e & kL1eOffsetMask;
+    if (l2 == 0) continue;
+    bool want = target(l2 >> g.cluster_bits) == 1;
+    bool has = (l1e & kOflagCopied) != 0;
+    if (want != has && want != clear_pass) {
+      QD_TRY(begin_write(a));
+      uint64_t v = want ? (l1e | kOflagCopied) : (l1e & ~kOflagCopied);
+      log("Repairing OFLAG_COPIED L2 cluster: l1_index=" + std::to_string(i) +
+          " l1_entry=" + hex_digits(l1e) + " refcount=" + std::to_string(target(l2 >> g.cluster_bits)));
+      QD_TRY(write_u64(a.header.l1_table_offset + 8 * i, v));
+      wrote = true;
+    }
+    QD_TRY(file_.read_or_zero(l2, table));
+    bool dirty = false;
+    for (uint64_t j = 0; j < g.l2_entries; ++j) {
+      uint8_t* p = table.data() + j * g.l2_entry_bytes;
+      uint64_t word = load_be64(p);
+      if (word & kOflagCompressed) continue;
+      uint64_t off = word & kL2eOffsetMask;
+      if (off == 0) continue;  // unallocated or plain zero
+      if ((word & kOflagZero) && g.extended_l2) continue;
+      uint64_t rc = target(off >> g.cluster_bits);
+      bool w = rc == 1;
+      bool h = (word & kOflagCopied) != 0;
+      if (w == h || w == clear_pass) continue;
+      log("Repairing OFLAG_COPIED data cluster: l2_entry=" + hex_digits(word) +
+          " refcount=" + std::to_string(rc));
+      store_be64(p, w ? (word | kOflagCopied) : (word & ~kOflagCopied));
+      dirty = true;
+    }
+    if (dirty) {
+      QD_TRY(begin_write(a));
+      QD_TRY(file_.pwrite(l2, table));
+      wrote = true;
+    }
+  }
+  if (wrote) QD_TRY(file_.flush());
+  return wrote;
+}
+
+Result<bool> Repairer::fix_refcounts_and_copied(CheckAnalysis& a) {
+  const bool all = o_.mode == RepairMode::kAll;
+  std::vector<std::pair<uint64_t, uint64_t>> raises, lowers;
+  for (uint64_t c : a.mismatched) {
+    std::optional<uint64_t> stored = a.stored_refcount(file_, c);
+    if (!stored) continue;
+    uint64_t ref = a.computed.get(c);
+    if (*stored < ref && all) raises.push_back({c, ref});
+    if (*stored > ref) lowers.push_back({c, ref});
+  }
+  // The refcount each cluster will have once this round's changes are done.
+  auto target = [&](uint64_t c) -> uint64_t {
+    std::optional<uint64_t> stored = a.stored_refcount(file_, c);
+    uint64_t s = stored ? *stored : 0;
+    uint64_t ref = a.computed.get(c);
+    if (c >= a.computed.size()) return s;
+    if (s > ref || all) return ref;
+    return s;
+  };
+  // -r leaks mends COPIED only when nothing else is wrong (as qemu-img).
+  bool copied_ok = all || raises.empty();
+  bool wrote = false;
+  if (copied_ok) {
+    QD_ASSIGN_OR_RETURN(bool w, fix_copied(a, true, target));
+    wrote |= w;
+  }
+  if (!raises.empty() || !lowers.empty()) QD_TRY(begin_write(a));
+  for (const auto& [c, v] : raises) {
+    log("Repairing cluster " + std::to_string(c) + " refcount=" +
+        std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
+  }
+  if (!raises.empty()) QD_TRY(set_refcounts(a, raises));
+  for (const auto& [c, v] : lowers) {
+    log("Repairing cluster " + std::to_string(c) + " refcount=" +
+        std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
+  }
+  if (!lowers.empty()) QD_TRY(set_refcounts(a, lowers));
+  wrote |= !raises.empty() || !lowers.empty();
+  if (copied_ok) {
+    QD_ASSIGN_OR_RETURN(bool w, fix_copied(a, false, target));
+    wrote |= w;
+  }
+  return wrote;
+}
+
+Status Repairer::delete_snapshots(CheckAnalysis& a) {
+  QD_TRY(begin_write(a));
+  std::vector<Snapshot> keep;
+  for (uint32_t i = 0; i < a.snapshots.size(); ++i) {
+    auto bad = std::find_if(a.bad_snapshots.begin(), a.bad_snapshots.end(),
+                            [&](const SnapshotFault& f) { return f.index == i; });
+    if (bad == a.bad_snapshots.end()) {
+      keep.push_back(a.snapshots[i]);
+    } else {
+      log("Deleting " + bad->message);
+    }
+  }
+  uint8_t hdr[12];
+  if (keep.empty()) {
+    store_be32(hdr, 0);
+    store_be64(hdr + 4, 0);
+  } else {
+    // A new table in new clusters (refcounted first), then the header switch.
+    std::vector<uint8_t> table = encode_snapshot_table(keep);
+    uint64_t n = (table.size() + a.g.cluster_size - 1) / a.g.cluster_size;
+    Header h = a.header;
+    Refcounts rc(file_, a.g, h);
+    QD_TRY(rc.load());
+    rc.allocate_from(std::max<uint64_t>(a.computed.size(), (a.file_size + a.g.cluster_size - 1) /
+                                                                a.g.cluster_size));
+    QD_ASSIGN_OR_RETURN(uint64_t first, rc.allocate(n));
+    QD_TRY(rc.write_back());
+    table.resize(n * a.g.cluster_size, 0);
+    QD_TRY(file_.pwrite(first * a.g.cluster_size, table));
+    QD_TRY(file_.flush());
+    store_be32(hdr, static_cast<uint32_t>(keep.size()));
+    store_be64(hdr + 4, first * a.g.cluster_size);
+  }
+  QD_TRY(file_.pwrite(kOffNbSnapshots, hdr));
+  return file_.flush();
+}
+
+Result<RepairSummary> Repairer::run() {
+  CheckOptions quiet;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    QD_ASSIGN_OR_RETURN(CheckAnalysis a, analyse_image(file_, quiet));
+    const bool all = o_.mode == RepairMode::kAll;
+    if (a.rebuild && !all) {
+      log("ERROR need to rebuild refcount structures");
+      return corruption("the refcount structures need to be rebuilt: use -r all");
+    }
+    // Entry fixes from damaged snapshot tables would write into whatever the
+    // bad L1 offset points at: those snapshots are deleted instead.
+    std::vector<EntryFix> fixes;
+    if (all) {
+      for (const EntryFix& f : a.entry_fixes) fixes.push_back(f);
+    }
+    if (!fixes.empty() && a.bad_snapshots.empty()) {
+      a.entry_fixes = std::move(fixes);
+      QD_TRY(apply_entry_fixes(a));
+      continue;
+    }
+    if (a.rebuild) {
+      QD_TRY(rebuild_refcounts(a));
+      continue;
+    }
+    QD_ASSIGN_OR_RETURN(bool wrote, fix_refcounts_and_copied(a));
+    if (wrote) continue;
+    if (all && !a.bad_snapshots.empty()) {
+      QD_TRY(delete_snapshots(a));
+      continue;
+    }
+    // Nothing left that this mode repairs: clear the dirty and corrupt bits
+    // if the image is now consistent (as qemu-img does).
+    uint64_t bits = kIncompatDirty | kIncompatCorrupt;
+    if ((a.header.incompatible_features & bits) && a.counts.corruptions == 0 &&
+        a.counts.check_errors == 0 && (all || a.counts.leaks == 0)) {
+      QD_TRY(begin_write(a));
+      QD_TRY(write_u64(kOffIncompatibleFeatures, a.header.incompatible_features & ~bits));
+      QD_TRY(file_.flush());
+    }
+    return summary_;
+  }
+  return corruption("repair did not converge after " + std::to_string(kMaxRounds) + " rounds");
+}
+
+}  // namespace
+
+Result<RepairSummary> repair_image(io::File& file, const RepairOptions& options) {
+  Repairer r(file, options);
+  return r.run();
+}
+
+}  // namespace qdedup::qcow2
