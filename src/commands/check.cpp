@@ -108,12 +108,9 @@ Result<Outcome> repair(io::File& file, const CheckArgs& a, const Outcome& first)
 
   QD_ASSIGN_OR_RETURN(Outcome second, check_pass(file, a, true));
   second.index_rebuilt = index_rebuilt;
-  if (first.counts.leaks > second.counts.leaks) {
-    second.counts.leaks_fixed = first.counts.leaks - second.counts.leaks;
-  }
-  if (first.counts.corruptions > second.counts.corruptions) {
-    second.counts.corruptions_fixed = first.counts.corruptions - second.counts.corruptions;
-  }
+  second.counts.leaks_fixed = summary.leaks_fixed;
+  second.counts.corruptions_fixed = summary.corruptions_fixed;
+  if (index_rebuilt) second.counts.corruptions_fixed += first.dedup.errors;
   return second;
 }
 
@@ -207,7 +204,7 @@ int run_check(const CheckArgs& a) {
   oo.lock = a.repair.empty() ? (a.force_share ? io::LockMode::kForceShare : io::LockMode::kRead)
                              : io::LockMode::kWrite;
   auto file = io::PosixFile::open(a.file, oo);
-  if (!file) return report_error(file.status());
+  if (!file) return report_error(file.status().with_prefix(who));
   std::string format = a.format;
   if (format.empty()) {
     auto probed = qcow2::probe_format(**file);

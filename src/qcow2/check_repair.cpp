@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "qcow2/format.h"
 #include "qcow2/refcount.h"
@@ -48,6 +49,12 @@ class Repairer {
   const RepairOptions& o_;
   RepairSummary summary_;
   bool began_ = false;
+  // Clusters leaked when the repair began: the only leaks counted as fixed
+  // after a rebuild (whose old structures become leaks of its own making).
+  std::set<uint64_t> first_leaks_;
+  bool rebuilt_ = false;
+  bool pending_rebuild_fixed_ = false;
+  uint64_t corruptions_before_rebuild_ = 0;
 };
 
 Status Repairer::begin_write(const CheckAnalysis& a) {
@@ -68,6 +75,7 @@ Status Repairer::apply_entry_fixes(const CheckAnalysis& a) {
   bool unmapped = false;
   for (const EntryFix& f : a.entry_fixes) {
     log(f.what);
+    ++summary_.corruptions_fixed;
     QD_TRY(write_u64(f.file_offset, f.new_word));
     if (f.set_bitmap) QD_TRY(write_u64(f.file_offset + 8, f.new_bitmap));
     if ((f.old_word & kL2eOffsetMask) != (f.new_word & kL2eOffsetMask) ||
@@ -166,6 +174,7 @@ Result<bool> Repairer::fix_copied(CheckAnalysis& a, bool clear_pass,
     if (want != has && want != clear_pass) {
       QD_TRY(begin_write(a));
       uint64_t v = want ? (l1e | kOflagCopied) : (l1e & ~kOflagCopied);
+      ++summary_.corruptions_fixed;
       log("Repairing OFLAG_COPIED L2 cluster: l1_index=" + std::to_string(i) +
           " l1_entry=" + hex_digits(l1e) + " refcount=" + std::to_string(target(l2 >> g.cluster_bits)));
       QD_TRY(write_u64(a.header.l1_table_offset + 8 * i, v));
@@ -184,6 +193,7 @@ Result<bool> Repairer::fix_copied(CheckAnalysis& a, bool clear_pass,
       bool w = rc == 1;
       bool h = (word & kOflagCopied) != 0;
       if (w == h || w == clear_pass) continue;
+      ++summary_.corruptions_fixed;
       log("Repairing OFLAG_COPIED data cluster: l2_entry=" + hex_digits(word) +
           " refcount=" + std::to_string(rc));
       store_be64(p, w ? (word | kOflagCopied) : (word & ~kOflagCopied));
@@ -231,6 +241,10 @@ Result<bool> Repairer::fix_refcounts_and_copied(CheckAnalysis& a) {
         std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
   }
   if (!raises.empty()) QD_TRY(set_refcounts(a, raises));
+  summary_.corruptions_fixed += raises.size();
+  for (const auto& [c, v] : lowers) {
+    if (!rebuilt_ || first_leaks_.count(c)) ++summary_.leaks_fixed;
+  }
   for (const auto& [c, v] : lowers) {
     log("Repairing cluster " + std::to_string(c) + " refcount=" +
         std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
@@ -254,6 +268,7 @@ Status Repairer::delete_snapshots(CheckAnalysis& a) {
       keep.push_back(a.snapshots[i]);
     } else {
       log("Deleting " + bad->message);
+      ++summary_.corruptions_fixed;
     }
   }
   uint8_t hdr[12];
@@ -286,6 +301,17 @@ Result<RepairSummary> Repairer::run() {
   for (int round = 0; round < kMaxRounds; ++round) {
     QD_ASSIGN_OR_RETURN(CheckAnalysis a, analyse_image(file_, quiet));
     const bool all = o_.mode == RepairMode::kAll;
+    if (round == 0) {
+      for (uint64_t c : a.mismatched) {
+        std::optional<uint64_t> stored = a.stored_refcount(file_, c);
+        if (stored && *stored > a.computed.get(c)) first_leaks_.insert(c);
+      }
+    }
+    if (pending_rebuild_fixed_) {
+      uint64_t now = a.counts.corruptions;
+      if (now < corruptions_before_rebuild_) summary_.corruptions_fixed += corruptions_before_rebuild_ - now;
+      pending_rebuild_fixed_ = false;
+    }
     if (a.rebuild && !all) {
       log("ERROR need to rebuild refcount structures");
       return corruption("the refcount structures need to be rebuilt: use -r all");
@@ -303,6 +329,9 @@ Result<RepairSummary> Repairer::run() {
     }
     if (a.rebuild) {
       QD_TRY(rebuild_refcounts(a));
+      rebuilt_ = true;
+      pending_rebuild_fixed_ = true;
+      corruptions_before_rebuild_ = a.counts.corruptions;
       continue;
     }
     QD_ASSIGN_OR_RETURN(bool wrote, fix_refcounts_and_copied(a));

@@ -37,6 +37,12 @@ struct RepairOptions {
 struct RepairSummary {
   bool changed = false;       // something was written
   bool unmapped_data = false;  // some guest clusters now read differently
+  // What was repaired, counted as qemu-img counts it: one per refcount
+  // raised, COPIED flag or entry rewritten, snapshot deleted, corruption
+  // mended by a rebuild; one per leak freed (not the old structures a
+  // rebuild leaves behind).
+  uint64_t corruptions_fixed = 0;
+  uint64_t leaks_fixed = 0;
 };
 
 // Repairs the image in `file`. Fails like qemu-img when -r leaks meets
