@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <unordered_map>
 
@@ -196,14 +197,18 @@ Status IndexChecker::check_entries(const DedupExtension& ext) {
   return Status::ok();
 }
 
-// Rehashes every indexed cluster, chunk by chunk, in host order.
+// Rehashes every indexed cluster, chunk by chunk, in host order: contiguous
+// clusters are read with one pread, and the next batch is read while the
+// current one is hashed.
 Status IndexChecker::verify(const DedupExtension& ext, HashAlgorithm algo) {
   const uint64_t cs = a_.g.cluster_size;
   const uint64_t hs = ext.hash_size;
   const uint64_t es = index_entry_size(hs);
   HashPool pool(algo, thread_count(o_.threads));
-  const uint64_t per_batch = std::max<uint64_t>((2u << 20) / cs, 1);
-  std::vector<uint8_t> buf, data(per_batch * cs), digests(per_batch * hs);
+  const uint64_t per_batch = std::max<uint64_t>((4u << 20) / cs, 1);
+  std::vector<uint8_t> buf, digests(per_batch * hs);
+  std::vector<uint8_t> data[2] = {std::vector<uint8_t>(per_batch * cs),
+                                  std::vector<uint8_t>(per_batch * cs)};
   Progress progress(o_.progress, ext.index_entries);
   for (uint64_t first = 0; first < ext.index_entries; first += kChunkEntries) {
     uint64_t n = std::min(kChunkEntries, ext.index_entries - first);
@@ -213,12 +218,25 @@ Status IndexChecker::verify(const DedupExtension& ext, HashAlgorithm algo) {
     for (uint64_t i = 0; i < n; ++i) order[i] = i;
     auto host_of = [&](uint64_t i) { return load_be64(buf.data() + i * es + hs); };
     std::sort(order.begin(), order.end(), [&](uint64_t x, uint64_t y) { return host_of(x) < host_of(y); });
-    for (uint64_t k = 0; k < n; k += per_batch) {
+    // Reads batch `k` (entries order[k..k+m)) into `out`, merging contiguous clusters.
+    auto read_batch = [&](uint64_t k, std::vector<uint8_t>& out) -> Status {
       uint64_t m = std::min(per_batch, n - k);
-      for (uint64_t j = 0; j < m; ++j) {
-        QD_TRY(file_.read_or_zero(host_of(order[k + j]), std::span<uint8_t>(data.data() + j * cs, cs)));
+      for (uint64_t j = 0; j < m;) {
+        uint64_t run = 1;
+        while (j + run < m && host_of(order[k + j + run]) == host_of(order[k + j]) + run * cs) ++run;
+        QD_TRY(file_.read_or_zero(host_of(order[k + j]), std::span<uint8_t>(out.data() + j * cs, run * cs)));
+        j += run;
       }
-      pool.hash_chunks(std::span<const uint8_t>(data.data(), m * cs), cs, digests.data());
+      return Status::ok();
+    };
+    QD_TRY(read_batch(0, data[0]));
+    for (uint64_t k = 0, cur = 0; k < n; k += per_batch, cur ^= 1) {
+      uint64_t m = std::min(per_batch, n - k);
+      std::future<Status> next;
+      if (k + per_batch < n) {
+        next = std::async(std::launch::async, read_batch, k + per_batch, std::ref(data[cur ^ 1]));
+      }
+      pool.hash_chunks(std::span<const uint8_t>(data[cur].data(), m * cs), cs, digests.data());
       for (uint64_t j = 0; j < m; ++j) {
         const uint8_t* want = buf.data() + order[k + j] * es;
         ++r_.verified;
@@ -229,6 +247,7 @@ Status IndexChecker::verify(const DedupExtension& ext, HashAlgorithm algo) {
         }
       }
       progress.update(first + k + m);
+      if (next.valid()) QD_TRY(next.get());
     }
   }
   progress.finish();
