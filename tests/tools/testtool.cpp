@@ -4,13 +4,20 @@
 //   write IMAGE OFF LEN B   write LEN bytes of value B at guest offset OFF
 //   link IMAGE DST SRC      make guest cluster DST share SRC's host cluster
 //   hold IMAGE SECONDS      open IMAGE for writing (taking QEMU's locks) and wait
+//   hash ALGO FILE          hash FILE as one message, print the hex digest
+//   hash-pieces ALGO FILE CHUNK
+//                           hash FILE in CHUNK-byte pieces on all cores (HashPool) and
+//                           one by one on one thread; exit 1 unless they agree
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "dedup/hash.h"
+#include "dedup/hash_pool.h"
 #include "io/posix_file.h"
 #include "qcow2/chain.h"
 #include "qcow2/image.h"
@@ -82,6 +89,61 @@ int hold(const std::string& path, unsigned seconds) {
 
 }  // namespace
 
+Result<std::vector<uint8_t>> read_all(const std::string& path) {
+  QD_ASSIGN_OR_RETURN(auto f, io::PosixFile::open(path, {}));
+  QD_ASSIGN_OR_RETURN(uint64_t size, f->size());
+  std::vector<uint8_t> data(size);
+  QD_TRY(f->read_exact(0, data, "file"));
+  return data;
+}
+
+std::string hex_of(const uint8_t* p, size_t n) {
+  std::string s;
+  char b[3];
+  for (size_t i = 0; i < n; ++i) {
+    std::snprintf(b, sizeof b, "%02x", p[i]);
+    s += b;
+  }
+  return s;
+}
+
+int hash_file(const std::string& algo_name, const std::string& path) {
+  auto algo = dedup::parse_hash_name(algo_name);
+  if (!algo) return fail(algo.status());
+  auto data = read_all(path);
+  if (!data) return fail(data.status());
+  auto h = dedup::make_hasher(*algo);
+  std::vector<uint8_t> out(h->digest_size());
+  h->hash(*data, out.data());
+  std::printf("%s\n", hex_of(out.data(), out.size()).c_str());
+  return 0;
+}
+
+int hash_pieces(const std::string& algo_name, const std::string& path, size_t chunk) {
+  auto algo = dedup::parse_hash_name(algo_name);
+  if (!algo) return fail(algo.status());
+  auto data = read_all(path);
+  if (!data) return fail(data.status());
+  size_t pieces = (data->size() + chunk - 1) / chunk;
+  dedup::HashPool pool(*algo);
+  const size_t ds = pool.digest_size();
+  std::vector<uint8_t> parallel(pieces * ds), sequential(pieces * ds);
+  pool.hash_chunks(*data, chunk, parallel.data());
+  auto h = dedup::make_hasher(*algo);
+  for (size_t i = 0; i < pieces; ++i) {
+    size_t n = std::min(chunk, data->size() - i * chunk);
+    h->hash(std::span<const uint8_t>(data->data() + i * chunk, n), sequential.data() + i * ds);
+  }
+  for (size_t i = 0; i < pieces; ++i) {
+    if (std::memcmp(parallel.data() + i * ds, sequential.data() + i * ds, ds) != 0) {
+      std::fprintf(stderr, "piece %zu of %zu differs\n", i, pieces);
+      return 1;
+    }
+  }
+  std::printf("%zu pieces agree on %u threads\n", pieces, pool.threads());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> a(argv + 1, argv + argc);
   if (a.size() == 3 && a[0] == "dump") return dump(a[1], a[2]);
@@ -93,6 +155,8 @@ int main(int argc, char** argv) {
     return link(a[1], std::stoull(a[2], nullptr, 0), std::stoull(a[3], nullptr, 0));
   }
   if (a.size() == 3 && a[0] == "hold") return hold(a[1], static_cast<unsigned>(std::stoul(a[2])));
-  std::fprintf(stderr, "usage: qdedup-testtool dump|write|link|hold ...\n");
+  if (a.size() == 3 && a[0] == "hash") return hash_file(a[1], a[2]);
+  if (a.size() == 4 && a[0] == "hash-pieces") return hash_pieces(a[1], a[2], std::stoull(a[3]));
+  std::fprintf(stderr, "usage: qdedup-testtool dump|write|link|hold|hash|hash-pieces ...\n");
   return 2;
 }
