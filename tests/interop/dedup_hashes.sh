@@ -22,6 +22,18 @@ for spec in sha256 skein blake2b "xxh3,dedup_verify=on" "sha256,dedup_verify=on"
   expect_status 0 "dedup=$spec: qemu-img compare"
   run "$QDEDUP" info --output=json "$algo.qcow2"
   expect_eq "$(jq -r '.qdedup.hash' "$out")" "$algo" "dedup=$spec: info names the hash"
+  # ... and through check: clean, the index valid, every indexed cluster rehashed.
+  run "$QDEDUP" check --verify-hashes --output=json "$algo.qcow2"
+  expect_status 0 "dedup=$spec: qdedup check --verify-hashes"
+  expect_eq "valid $algo 40 40 0" \
+    "$(jq -r '.dedup | "\(.index) \(.hash) \(.entries) \(."verified-clusters") \(."hash-mismatches")"' "$out")" \
+    "dedup=$spec: check's dedup object"
+  qemu-io -c 'write -P 0x5a 0 4k' "$algo.qcow2" >/dev/null
+  run "$QDEDUP" check -r all "$algo.qcow2"
+  expect_status 0 "dedup=$spec: check -r all after a stock write"
+  run "$QDEDUP" check --verify-hashes --output=json "$algo.qcow2"
+  expect_eq "0 valid $algo" "$(jq -r '"\(.corruptions // 0) \(.dedup.index) \(.dedup.hash)"' "$out")" \
+    "dedup=$spec: index rebuilt with the same hash"
 done
 
 run "$QDEDUP" convert -O qcow2 -o dedup=xxh3 in.raw x.qcow2
@@ -46,6 +58,13 @@ run "$QDEDUP" convert -n -O qcow2 in.raw unknown.qcow2
 expect_error "convert -n into an image with an unknown hash id"
 expect_err_has "algorithm id 99" "the error names the unknown id"
 expect_eq "$(sha256sum unknown.qcow2)" "$before" "the image is not written"
+for repair in "" "-r all"; do
+  # shellcheck disable=SC2086
+  run "$QDEDUP" check $repair unknown.qcow2
+  expect_status 1 "check $repair: an unknown hash id means the check cannot complete"
+  expect_err_has "algorithm id 99" "check $repair names the unknown id"
+  expect_eq "$(sha256sum unknown.qcow2)" "$before" "check $repair leaves the image alone"
+done
 run "$QDEDUP" info --output=json unknown.qcow2
 expect_status 0 "info still describes the image"
 expect_eq "$(jq -r '.qdedup.error' "$out" | grep -c 'algorithm id 99')" "1" "info reports the unknown id"
