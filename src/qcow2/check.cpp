@@ -72,6 +72,9 @@ class Analyser {
   // qcow2_inc_refcounts_imrt: counts a reference to every cluster of a byte
   // range. False if the range reaches a cluster or more past the end of the file.
   bool inc(uint64_t offset, uint64_t size);
+  // The data cluster of the L2 entry at `at`: counted like inc(); a reference
+  // beyond the refcount width is planned for un-sharing (a copy of its own).
+  bool inc_data(uint64_t at, uint64_t word, uint64_t offset);
   // Plans to make the L2 entry at `at` read as zeros (or fall through to the
   // backing file on v2), for a cluster that cannot be read.
   void plan_unmap(uint64_t at, uint64_t word, const std::string& why);
@@ -112,6 +115,14 @@ bool Analyser::inc(uint64_t offset, uint64_t size) {
   return true;
 }
 
+bool Analyser::inc_data(uint64_t at, uint64_t word, uint64_t offset) {
+  uint64_t k = offset >> a_.g.cluster_bits;
+  bool full = offset % a_.g.cluster_size == 0 && a_.computed.get(k) >= a_.g.refcount_max;
+  bool inside = inc(offset, a_.g.cluster_size);
+  if (full && inside) a_.unshare.push_back({at, word, offset});
+  return inside;
+}
+
 void Analyser::plan_unmap(uint64_t at, uint64_t word, const std::string& why) {
   EntryFix f;
   f.file_offset = at;
@@ -148,9 +159,13 @@ Status Analyser::run() {
 
   inc(0, g.cluster_size);  // header
   QD_TRY(walk_l1(h.l1_table_offset, h.l1_size, true));
-  // Like QEMU, a read-only check walks damaged snapshot entries as they are;
-  // repair deletes them before it changes any refcount.
-  for (const Snapshot& s : a_.snapshots) QD_TRY(walk_l1(s.l1_table_offset, s.l1_size, false));
+  // Like QEMU 7.2, a damaged snapshot entry is reported and then skipped:
+  // its L1 table cannot be trusted, so nothing it points at is counted.
+  for (uint32_t i = 0; i < a_.snapshots.size(); ++i) {
+    bool bad = std::any_of(a_.bad_snapshots.begin(), a_.bad_snapshots.end(),
+                           [&](const SnapshotFault& f) { return f.index == i; });
+    if (!bad) QD_TRY(walk_l1(a_.snapshots[i].l1_table_offset, a_.snapshots[i].l1_size, false));
+  }
   inc(h.snapshots_offset, a_.snapshot_table_bytes);
   inc(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * g.cluster_size);
   QD_TRY(walk_bitmaps());
@@ -279,7 +294,7 @@ Status Analyser::walk_l2(uint64_t l2_offset, bool active) {
           if (next_contiguous && offset != next_contiguous) ++a_.counts.fragmented_clusters;
           next_contiguous = offset + g.cluster_size;
         }
-        if (!inc(offset, g.cluster_size) && unmap.empty()) {
+        if (!inc_data(at, word, offset) && unmap.empty()) {
           unmap = "offset=" + hex_digits(offset) + ": cluster lies beyond the end of the file";
         }
         if (a_.g.version < 3 && !g.extended_l2 && (word & kOflagZero)) {

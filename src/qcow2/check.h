@@ -70,6 +70,14 @@ struct EntryFix {
   std::string what;  // the "Repairing ..." line
 };
 
+// An L2 entry whose reference would take its cluster's refcount beyond the
+// refcount width: repair gives it a copy of the cluster of its own.
+struct Unshare {
+  uint64_t file_offset = 0;  // of the L2 entry
+  uint64_t word = 0;         // the entry as found
+  uint64_t host_offset = 0;  // the over-referenced data cluster
+};
+
 // A snapshot table entry that repair deletes (qemu-img does the same).
 struct SnapshotFault {
   uint32_t index = 0;
@@ -93,6 +101,7 @@ struct CheckAnalysis {
   // are. Applied before any refcount change.
   std::vector<EntryFix> entry_fixes;
   std::vector<SnapshotFault> bad_snapshots;
+  std::vector<Unshare> unshare;
   // Corruptions that repair cannot mend (e.g. corrupted subcluster bitmaps).
   uint64_t unrepairable = 0;
 

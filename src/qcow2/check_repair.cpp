@@ -40,6 +40,7 @@ class Repairer {
   Result<bool> fix_refcounts_and_copied(CheckAnalysis& a);
   Status set_refcounts(CheckAnalysis& a, const std::vector<std::pair<uint64_t, uint64_t>>& to);
   Status delete_snapshots(CheckAnalysis& a);
+  Status unshare(CheckAnalysis& a);
   // Rewrites the COPIED flag of active L1/L2 entries to match `target`:
   // `clear` pass only clears, the other only sets.
   Result<bool> fix_copied(CheckAnalysis& a, bool clear_pass,
@@ -296,8 +297,43 @@ Status Repairer::delete_snapshots(CheckAnalysis& a) {
   return file_.flush();
 }
 
+// Gives each over-referenced entry a copy of its cluster: new clusters past
+// the end of the file (refcounts written first), data copied and flushed,
+// then the entries switched (without COPIED; the COPIED pass sets it).
+Status Repairer::unshare(CheckAnalysis& a) {
+  QD_TRY(begin_write(a));
+  const uint64_t cs = a.g.cluster_size;
+  Header h = a.header;
+  Refcounts rc(file_, a.g, h);
+  QD_TRY(rc.load());
+  rc.allocate_from(std::max<uint64_t>(a.computed.size(), (a.file_size + cs - 1) / cs));
+  std::vector<uint64_t> targets;
+  for (size_t i = 0; i < a.unshare.size(); ++i) {
+    QD_ASSIGN_OR_RETURN(uint64_t c, rc.allocate(1));
+    targets.push_back(c * cs);
+  }
+  QD_TRY(rc.write_back());
+  std::vector<uint8_t> data(cs);
+  for (size_t i = 0; i < a.unshare.size(); ++i) {
+    QD_TRY(file_.read_or_zero(a.unshare[i].host_offset, data));
+    QD_TRY(file_.pwrite(targets[i], data));
+  }
+  QD_TRY(file_.flush());
+  for (size_t i = 0; i < a.unshare.size(); ++i) {
+    const Unshare& u = a.unshare[i];
+    log("Repairing offset=" + hex_digits(u.host_offset) + ": more references than " +
+        std::to_string(a.g.refcount_bits) + "-bit refcounts hold; this one now has its own copy at " +
+        hex_digits(targets[i]));
+    uint64_t word = (u.word & ~kOflagCopied & ~kL2eOffsetMask) | targets[i];
+    QD_TRY(write_u64(u.file_offset, word));
+    ++summary_.corruptions_fixed;
+  }
+  return file_.flush();
+}
+
 Result<RepairSummary> Repairer::run() {
   CheckOptions quiet;
+  bool rebuilt_last_round = false;
   for (int round = 0; round < kMaxRounds; ++round) {
     QD_ASSIGN_OR_RETURN(CheckAnalysis a, analyse_image(file_, quiet));
     const bool all = o_.mode == RepairMode::kAll;
@@ -316,14 +352,13 @@ Result<RepairSummary> Repairer::run() {
       log("ERROR need to rebuild refcount structures");
       return corruption("the refcount structures need to be rebuilt: use -r all");
     }
-    // Entry fixes from damaged snapshot tables would write into whatever the
-    // bad L1 offset points at: those snapshots are deleted instead.
-    std::vector<EntryFix> fixes;
-    if (all) {
-      for (const EntryFix& f : a.entry_fixes) fixes.push_back(f);
+    if (a.rebuild && rebuilt_last_round) {
+      log("ERROR rebuilt refcount structure is still broken");
+      return corruption("the rebuilt refcount structures are still broken");
     }
-    if (!fixes.empty() && a.bad_snapshots.empty()) {
-      a.entry_fixes = std::move(fixes);
+    rebuilt_last_round = false;
+    // (Damaged snapshot entries are not walked: no fix comes from them.)
+    if (all && !a.entry_fixes.empty()) {
       QD_TRY(apply_entry_fixes(a));
       continue;
     }
@@ -332,6 +367,21 @@ Result<RepairSummary> Repairer::run() {
       rebuilt_ = true;
       pending_rebuild_fixed_ = true;
       corruptions_before_rebuild_ = a.counts.corruptions;
+      rebuilt_last_round = true;
+      continue;
+    }
+    if (all && !a.unshare.empty()) {
+      QD_TRY(unshare(a));
+      continue;
+    }
+    // Damaged snapshot entries go before their clusters' refcounts are
+    // lowered, unless refcounts must first be raised (allocation trusts them).
+    bool raises_needed = std::any_of(a.mismatched.begin(), a.mismatched.end(), [&](uint64_t c) {
+      std::optional<uint64_t> stored = a.stored_refcount(file_, c);
+      return stored && *stored < a.computed.get(c);
+    });
+    if (all && !a.bad_snapshots.empty() && !raises_needed) {
+      QD_TRY(delete_snapshots(a));
       continue;
     }
     QD_ASSIGN_OR_RETURN(bool wrote, fix_refcounts_and_copied(a));

@@ -9,11 +9,15 @@
 //   2. broken refcount structures are rebuilt from the computed counts into
 //      new clusters past the end of the file, then the header is switched to
 //      them in one write (the old structures become leaks);
-//   3. COPIED is cleared where the true refcount is not 1, refcounts that are
+//   3. an entry whose reference would overflow the refcount width gets a copy
+//      of its cluster (new cluster refcounted, data copied, flush, entry
+//      switched);
+//   4. damaged snapshot entries are deleted (new table in new clusters, then
+//      the header switch) unless refcounts must first be raised; their
+//      clusters become leaks for the next round;
+//   5. COPIED is cleared where the true refcount is not 1, refcounts that are
 //      too low are raised, leaked refcounts are lowered, COPIED is set where
-//      the refcount is 1 — with a flush after each step;
-//   4. damaged snapshot entries are deleted (new table, header switch), once
-//      the refcounts are right; their clusters become leaks for the next round.
+//      the refcount is 1 — with a flush after each step.
 // A crash at any write leaves an image that the next `check -r all` finishes.
 #pragma once
 

@@ -38,6 +38,18 @@ const Bytes& base_image() {
   return bytes;
 }
 
+// The same kind of image with 1-bit refcounts, where a second reference to a
+// cluster overflows.
+const Bytes& base_image_1bit() {
+  static const Bytes bytes = [] {
+    auto made = testsupport::run_qemu_script(
+        "qemu-img create -q -f qcow2 -o cluster_size=4096,refcount_bits=1 \"$IMG\" 256k\n"
+        "qemu-io -c 'write -P 0x11 0 16k' -c 'write -P 0x22 64k 8k' \"$IMG\"\n");
+    return made.is_ok() ? *made : Bytes{};
+  }();
+  return bytes;
+}
+
 struct Geo {
   uint64_t cs, l1, reftable;
 };
@@ -96,6 +108,7 @@ struct Damage {
   const char* name;
   std::function<void(Bytes&)> apply;
   bool data_kept;  // guest data must be unchanged after repair
+  const Bytes& (*base)() = base_image;
 };
 
 std::vector<Damage> damages() {
@@ -140,6 +153,13 @@ std::vector<Damage> damages() {
          uint64_t table = get_be(b, kOffSnapshotsOffset, 8);
          put_be(b, table, 8, get_be(b, table, 8) + 512);
        }, true},
+      {"snapshot L1 table too large",
+       [](Bytes& b) { put_be(b, get_be(b, kOffSnapshotsOffset, 8) + 8, 4, 0x10000000); }, true},
+      {"more references than 1-bit refcounts hold",
+       [](Bytes& b) {
+         // Guest cluster 20 shares guest cluster 1's cluster (COPIED clear).
+         put_be(b, l2_entry_at(b, 20), 8, get_be(b, l2_entry_at(b, 1), 8) & ~kOflagCopied);
+       }, true, base_image_1bit},
       {"two L1 entries share an L2 table",
        [](Bytes& b) {
          // Grow the L1 table by one entry pointing at the first L2 table.
@@ -152,12 +172,12 @@ std::vector<Damage> damages() {
 
 TEST_CASE("check finds each damage with qemu-img's counts and repair makes the image clean",
           "[qcow2][check]") {
-  const Bytes& base = base_image();
-  REQUIRE_FALSE(base.empty());  // qemu-img and qemu-io build it (scripts/setup.sh installs them)
-  REQUIRE(counts_of(base).corruptions == 0);
-  REQUIRE(counts_of(base).leaks == 0);
   for (const Damage& d : damages()) {
     INFO(d.name);
+    const Bytes& base = d.base();
+    REQUIRE_FALSE(base.empty());  // qemu-img and qemu-io build it (scripts/setup.sh installs them)
+    REQUIRE(counts_of(base).corruptions == 0);
+    REQUIRE(counts_of(base).leaks == 0);
     Bytes b = base;
     d.apply(b);
     const std::vector<Bytes> before = guest_view(b);
@@ -205,11 +225,10 @@ TEST_CASE("check -r leaks frees leaks and refuses a refcount rebuild", "[qcow2][
 // Crash at every write of a repair; every surviving disk state is repaired
 // by a second run to a clean image with the guest data of the fault-free run.
 TEST_CASE("a crash at any write of a repair is finished by the next repair", "[qcow2][check][crash]") {
-  const Bytes& base = base_image();
-  REQUIRE_FALSE(base.empty());  // qemu-img and qemu-io build it (scripts/setup.sh installs them)
   uint64_t states = 0;
   for (const Damage& d : damages()) {
-    Bytes damaged = base;
+    REQUIRE_FALSE(d.base().empty());
+    Bytes damaged = d.base();
     d.apply(damaged);
     Bytes reference = damaged;
     REQUIRE(repair_bytes(reference).is_ok());
