@@ -87,6 +87,22 @@ dump_refuses() {
   rm -f dump.out
 }
 
+# check_refuses FILE KEY: `qdedup check` and `qdedup check -r all` fail within limits
+# with one line naming FILE and KEY, and neither writes to FILE.
+check_refuses() {
+  local file=$1 key=$2 before repair
+  before=$(sha256sum "$file")
+  for repair in "" "-r all"; do
+    # shellcheck disable=SC2086
+    run_limited "$QDEDUP" check $repair "$file"
+    local what="check $repair $file ($key)"
+    expect_error "$what"
+    expect_err_has "qdedup: $file: " "$what"
+    expect_err_has "$key" "$what"
+    expect_eq "$before" "$(sha256sum "$file")" "$what: the file is unchanged"
+  done
+}
+
 # An L1 table of 2^31 entries (16 GiB) claimed by a file of 1 KiB, and by a normal one.
 fresh l1-tiny.qcow2 small.qcow2
 truncate -s 1024 l1-tiny.qcow2
@@ -213,5 +229,21 @@ expect_status 0 "info bname.qcow2"
 expect_out_has 'backing file: x\x1b[2Jy' "info bname.qcow2"
 if LC_ALL=C grep -q $'\x1b' "$out"; then fail "info bname.qcow2: raw ESC on stdout"; else pass; fi
 info_refuses bname.qcow2 'x\x1b[2Jy' --backing-chain
+
+# The same files through check: refused at open, or (backing problems: check never
+# opens backing files) checked within limits.
+check_refuses l1-tiny.qcow2 "L1"
+check_refuses l1-big.qcow2 "L1"
+check_refuses reft.qcow2 "reference count table"
+check_refuses snap-over.qcow2 "snapshot"
+check_refuses hdr.qcow2 "header_length"
+check_refuses cbits.qcow2 "cluster"
+check_refuses feat-nul.qcow2 "feature"
+check_refuses feat-esc.qcow2 'evil\x1b[31m'
+for img in a.qcow2 c.qcow2 zero.qcow2 fifo.qcow2; do
+  run_limited "$QDEDUP" check "$img"
+  expect_status 0 "check $img (its backing file is not opened)"
+done
+check_refuses snap-many.qcow2 "snapshot"
 
 finish
