@@ -25,7 +25,7 @@ namespace qdedup::dedup {
 namespace {
 
 constexpr uint64_t kChunkEntries = 16384;
-constexpr size_t kL2CacheTables = 256;
+constexpr uint64_t kL2CacheBytes = 64ull << 20;  // at least 16 tables
 
 unsigned thread_count(unsigned t) {
   return t ? t : std::max(1u, std::thread::hardware_concurrency());
@@ -47,7 +47,7 @@ class ActiveMap {
     if (l2 == 0) return uint64_t{0};
     auto it = cache_.find(l2);
     if (it == cache_.end()) {
-      if (cache_.size() >= kL2CacheTables) cache_.clear();
+      if (cache_.size() >= std::max<uint64_t>(16, kL2CacheBytes / g.cluster_size)) cache_.clear();
       std::vector<uint8_t> t(g.cluster_size);
       QD_TRY(file_.read_or_zero(l2, t));
       it = cache_.emplace(l2, std::move(t)).first;

@@ -30,7 +30,8 @@ std::optional<uint64_t> CheckAnalysis::stored_refcount(io::File& file, uint64_t 
   if (block % g.cluster_size != 0) return std::nullopt;
   auto it = rb_cache.find(block);
   if (it == rb_cache.end()) {
-    if (rb_cache.size() >= 4096) rb_cache.clear();
+    // At most 64 MiB of cached blocks (and at least 16 blocks).
+    if (rb_cache.size() >= std::max<uint64_t>(16, (64ull << 20) / g.cluster_size)) rb_cache.clear();
     std::vector<uint8_t> data(g.cluster_size);
     if (!file.read_or_zero(block, data)) return std::nullopt;
     it = rb_cache.emplace(block, std::move(data)).first;
