@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <future>
 #include <thread>
 
+#include "dedup/convert_source.h"
 #include "dedup/dedup_writer.h"
 #include "dedup/hash_pool.h"
 #include "dedup/index_io.h"
@@ -22,56 +22,11 @@ namespace qdedup::dedup {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr uint64_t kBatchBytes = 2ull << 20;  // fits in cache: copies stay cheap
+// Bytes read, classified and hashed together; SourceReader::kDepth batches
+// are in flight. Small enough to stay in cache between the reader's copy, the
+// hashing and the target write.
+constexpr uint64_t kBatchBytes = 2ull << 20;
 constexpr uint64_t kMaxSparseSize = 16ull << 20;
-
-bool all_zero(const uint8_t* p, size_t n) {
-  // Word-wise scan; qcow2 clusters are at least 512 bytes.
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if (w != 0) return false;
-  }
-  for (; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
-
-// The sources, concatenated into one read-only disk.
-class SourceSet {
- public:
-  Status open(const ConvertOptions& o) {
-    for (const std::string& path : o.sources) {
-      qcow2::OpenRequest req{path, o.source_format, false, o.force_share, true};
-      QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
-      starts_.push_back(total_);
-      total_ += dev->virtual_size();
-      devs_.push_back(std::move(dev));
-    }
-    return Status::ok();
-  }
-  uint64_t size() const { return total_; }
-  Status read(uint64_t offset, std::span<uint8_t> buf) {
-    uint64_t pos = 0;
-    while (pos < buf.size()) {
-      uint64_t at = offset + pos;
-      size_t i = static_cast<size_t>(
-          std::upper_bound(starts_.begin(), starts_.end(), at) - starts_.begin() - 1);
-      uint64_t in = at - starts_[i];
-      uint64_t n = std::min<uint64_t>(buf.size() - pos, devs_[i]->virtual_size() - in);
-      QD_TRY(devs_[i]->read(in, buf.subspan(pos, n)).with_prefix(devs_[i]->name()));
-      pos += n;
-    }
-    return Status::ok();
-  }
-
- private:
-  std::vector<std::unique_ptr<qcow2::BlockDevice>> devs_;
-  std::vector<uint64_t> starts_;
-  uint64_t total_ = 0;
-};
 
 struct Target {
   std::string tmp_path;  // empty with -n
@@ -150,19 +105,47 @@ Status open_target(const ConvertOptions& o, uint64_t size, Target& t) {
   return Status::ok();
 }
 
-// Raw target: zero runs of at least the sparse size are left as holes (new
-// file) or punched (existing file).
-Status write_raw(io::File& f, uint64_t offset, std::span<const uint8_t> data, uint64_t sparse) {
-  if (sparse == 0) return f.pwrite(offset, data);
-  uint64_t pos = 0;
-  while (pos < data.size()) {
-    uint64_t n = std::min<uint64_t>(sparse - (offset + pos) % sparse, data.size() - pos);
-    if (!all_zero(data.data() + pos, n)) {
-      QD_TRY(f.pwrite(offset + pos, data.subspan(pos, n)));
+// True if the `n` bytes at `pos` of the batch read as zeros. Hole sectors
+// in the range are zero-filled first (their bytes were never read).
+bool raw_range_is_zero(SourceBatch& b, uint64_t pos, uint64_t n) {
+  constexpr uint64_t kUnit = 512;
+  bool all_holes = true;
+  for (uint64_t u = pos / kUnit; u * kUnit < pos + n; ++u) {
+    if (b.state[u] != SourceBatch::kHole) {
+      all_holes = false;
+      continue;
+    }
+    std::fill_n(b.data.data() + u * kUnit, kUnit, uint8_t{0});
+    b.state[u] = SourceBatch::kZero;
+  }
+  return all_holes || is_zero(std::span<const uint8_t>(b.data.data() + pos, n));
+}
+
+// Raw target: zero runs of at least the sparse size (on its grid) are left as
+// holes in a new file, or punched in an existing one (as qemu-img -n does;
+// punch_hole writes zeros where the OS cannot punch). Consecutive runs of the
+// same kind are written or punched together.
+Status write_raw(io::File& f, SourceBatch& b, uint64_t sparse, bool existing) {
+  std::span<const uint8_t> data(b.data.data(), b.bytes);
+  if (sparse == 0) return f.pwrite(b.offset, data);
+  uint64_t run_start = 0;
+  bool run_zero = false;
+  auto end_run = [&](uint64_t end) -> Status {
+    if (end == run_start) return Status::ok();
+    if (!run_zero) return f.pwrite(b.offset + run_start, data.subspan(run_start, end - run_start));
+    return existing ? f.punch_hole(b.offset + run_start, end - run_start) : Status::ok();
+  };
+  for (uint64_t pos = 0; pos < b.bytes;) {
+    uint64_t n = std::min<uint64_t>(sparse - (b.offset + pos) % sparse, b.bytes - pos);
+    bool zero = raw_range_is_zero(b, pos, n);
+    if (zero != run_zero) {
+      QD_TRY(end_run(pos));
+      run_start = pos;
+      run_zero = zero;
     }
     pos += n;
   }
-  return Status::ok();
+  return end_run(b.bytes);
 }
 
 class Converter {
@@ -173,36 +156,29 @@ class Converter {
   Status run() {
     if (t_.image) QD_TRY(start_dedup());
     const uint64_t total = src_.size();
-    uint64_t cs = t_.image ? t_.image->geometry().cluster_size : 512;
-    uint64_t batch = std::max<uint64_t>(kBatchBytes / cs, 1) * cs;
-    // Double buffering: a reader thread fills the next batch while this one
-    // is hashed and written, so source reads overlap target writes.
-    std::vector<uint8_t> bufs[2] = {std::vector<uint8_t>(batch), std::vector<uint8_t>(batch)};
-    auto read_batch = [this, total, batch, &bufs](uint64_t off, int which) {
-      uint64_t n = std::min(batch, total - off);
-      return src_.read(off, std::span<uint8_t>(bufs[which].data(), n));
-    };
+    ReaderOptions ro;
+    ro.unit = t_.image ? t_.image->geometry().cluster_size : 512;
+    ro.batch_bytes = std::max<uint64_t>(kBatchBytes / ro.unit, 1) * ro.unit;
+    // -S 0 writes everything, holes included, as qemu-img does: read it all.
+    ro.block_status = o_.sparse_size != 0;
+    ro.detect_zero = o_.sparse_size != 0 && t_.image != nullptr;
+    ro.pool = pool_.get();
+    // The reader thread reads, classifies and hashes (with the pool) the next
+    // batches while this thread updates metadata and writes the target.
+    SourceReader reader(src_, ro);
+    QD_TRY(reader.start());
     Progress progress(o_.progress, total);
-    std::future<Status> next;
-    if (total > 0) next = std::async(std::launch::async, read_batch, uint64_t{0}, 0);
-    int cur = 0;
-    for (uint64_t off = 0; off < total; off += batch, cur ^= 1) {
-      uint64_t n = std::min(batch, total - off);
-      if (Status rs = next.get(); !rs) {
+    while (SourceBatch* b = reader.next()) {
+      if (!b->status) {
         source_failed_ = true;
-        return rs;
+        return b->status;
       }
-      if (off + batch < total) {
-        next = std::async(std::launch::async, read_batch, off + batch, cur ^ 1);
-      }
-      std::span<const uint8_t> data(bufs[cur].data(), n);
-      Status ws = t_.raw ? write_raw(*t_.raw, off, data, o_.sparse_size) : write_qcow2(off, data);
-      if (!ws) {
-        if (next.valid()) (void)next.get();  // the reader uses bufs: let it finish
-        return ws;
-      }
-      r_.guest_bytes += n;
-      progress.update(off + n);
+      r_.hash_seconds += b->hash_seconds;
+      QD_TRY(t_.raw ? write_raw(*t_.raw, *b, o_.sparse_size, o_.existing_target)
+                    : write_qcow2(*b));
+      r_.guest_bytes += b->bytes;
+      progress.update(b->offset + b->bytes);
+      reader.release(b);
     }
     progress.finish();
     return finish();
@@ -264,62 +240,37 @@ class Converter {
     return rebuild_index(*t_.image, *pool_, writer_->refcount_cap(), writer_->mutable_index());
   }
   // One batch of whole clusters (the last may be partial) into a qcow2 target.
-  Status write_qcow2(uint64_t offset, std::span<const uint8_t> data) {
+  Status write_qcow2(const SourceBatch& b) {
     const uint64_t cs = t_.image->geometry().cluster_size;
-    const uint64_t first = offset / cs;
-    const uint64_t count = div_round_up(data.size(), cs);
-    // Classify: zero clusters are skipped; the rest are hashed together.
-    std::vector<uint64_t> todo;
-    for (uint64_t i = 0; i < count; ++i) {
-      uint64_t n = std::min<uint64_t>(cs, data.size() - i * cs);
-      if (o_.sparse_size != 0 && all_zero(data.data() + i * cs, n)) {
+    const uint64_t first = b.offset / cs;
+    const size_t ds = pool_ ? pool_->digest_size() : 0;
+    for (size_t i = 0; i < b.units(); ++i) {
+      const uint64_t gc = first + i;
+      if (b.state[i] != SourceBatch::kData) {
         ++r_.zero_clusters;
         if (o_.existing_target) {
-          if (indexed_target_) QD_TRY(writer_->forget(first + i));
-          QD_TRY(t_.image->zero_cluster(first + i));
+          if (indexed_target_) QD_TRY(writer_->forget(gc));
+          QD_TRY(t_.image->zero_cluster(gc));
         }
         continue;
       }
-      todo.push_back(i);
-    }
-    std::vector<uint8_t> cluster(cs, 0);
-    if (!writer_) {
-      for (uint64_t i : todo) QD_TRY(t_.image->write_cluster(first + i, padded(data, i, cs, cluster)));
-      r_.clusters_written += todo.size();
-      return Status::ok();
-    }
-    // Hash the non-zero clusters of the batch on all cores.
-    const size_t ds = pool_->digest_size();
-    staging_.resize(todo.size() * cs);
-    for (size_t k = 0; k < todo.size(); ++k) {
-      std::span<const uint8_t> c = padded(data, todo[k], cs, cluster);
-      std::memcpy(staging_.data() + k * cs, c.data(), cs);
-    }
-    digests_.resize(todo.size() * ds);
-    auto h0 = Clock::now();
-    pool_->hash_chunks(staging_, cs, digests_.data());
-    r_.hash_seconds += std::chrono::duration<double>(Clock::now() - h0).count();
-    for (size_t k = 0; k < todo.size(); ++k) {
-      std::span<const uint8_t> c(staging_.data() + k * cs, cs);
-      if (indexed_target_) QD_TRY(writer_->forget(first + todo[k]));
-      if ((todo[k] + 1) * cs > data.size()) {
-        // The source ends inside this cluster: stored as is, not shared.
-        QD_TRY(t_.image->write_cluster(first + todo[k], c));
+      std::span<const uint8_t> c(b.data.data() + i * cs, cs);
+      if (!writer_) {
+        QD_TRY(t_.image->write_cluster(gc, c));
+        ++r_.clusters_written;
+        continue;
+      }
+      if (indexed_target_) QD_TRY(writer_->forget(gc));
+      if ((i + 1) * cs > b.bytes) {
+        // The source ends inside this cluster: stored as is (zero-padded), not shared.
+        QD_TRY(t_.image->write_cluster(gc, c));
         writer_->note_partial_cluster();
         ++r_.clusters_written;
         continue;
       }
-      QD_TRY(writer_->put(first + todo[k], c, digests_.data() + k * ds));
+      QD_TRY(writer_->put(gc, c, b.digests.data() + i * ds));
     }
     return Status::ok();
-  }
-
-  static std::span<const uint8_t> padded(std::span<const uint8_t> data, uint64_t i, uint64_t cs,
-                                         std::vector<uint8_t>& scratch) {
-    if ((i + 1) * cs <= data.size()) return data.subspan(i * cs, cs);
-    std::fill(scratch.begin(), scratch.end(), uint8_t{0});
-    std::memcpy(scratch.data(), data.data() + i * cs, data.size() - i * cs);
-    return scratch;
   }
 
   Status finish() {
@@ -359,7 +310,6 @@ class Converter {
   ConvertReport& r_;
   std::unique_ptr<DedupWriter> writer_;
   std::unique_ptr<HashPool> pool_;
-  std::vector<uint8_t> staging_, digests_;
 };
 
 }  // namespace
@@ -368,7 +318,7 @@ Result<ConvertReport> convert(const ConvertOptions& o) {
   auto start = Clock::now();
   QD_TRY(check_options(o));
   SourceSet src;
-  QD_TRY(src.open(o));
+  QD_TRY(src.open(o.sources, o.source_format, o.force_share));
   ConvertReport r;
   r.target = o.target;
   r.target_format = o.target_format;
@@ -383,7 +333,7 @@ Result<ConvertReport> convert(const ConvertOptions& o) {
   t.image.reset();
   t.raw.reset();
   if (!t.tmp_path.empty()) {
-    if (st) st = io::rename_file(t.tmp_path, o.target);
+    if (st) st = io::rename_file(t.tmp_path, o.target, o.sync);
     if (!st) io::remove_file(t.tmp_path);
   }
   if (!st) return st;

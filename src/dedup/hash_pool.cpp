@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <system_error>
 
 namespace qdedup::dedup {
@@ -12,6 +13,11 @@ namespace {
 // waking a worker costs tens of microseconds, about what hashing 64 KiB with
 // SHA-256 takes.
 constexpr size_t kMinBytesPerPart = 128 * 1024;
+
+bool all_zero(const uint8_t* p, size_t n) {
+  // memcmp against itself shifted by one byte: libc's vectorized compare.
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+}
 
 }  // namespace
 
@@ -54,17 +60,33 @@ HashPool::~HashPool() {
 }
 
 void HashPool::hash_chunks(std::span<const uint8_t> data, size_t chunk_size, uint8_t* digests_out) {
-  assert(chunk_size > 0);
-  if (data.empty()) return;
-  std::lock_guard<std::mutex> call_lock(call_mu_);
-
   Batch batch;
   batch.data = data.data();
   batch.size = data.size();
   batch.chunk_size = chunk_size;
   batch.out = digests_out;
-  batch.chunks = (data.size() - 1) / chunk_size + 1;
-  const size_t useful_parts = std::max<size_t>(data.size() / kMinBytesPerPart, 1);
+  run(batch);
+}
+
+void HashPool::hash_nonzero_chunks(std::span<const uint8_t> data, size_t chunk_size,
+                                   uint8_t* digests_out, uint8_t* skip, bool detect_zero) {
+  Batch batch;
+  batch.data = data.data();
+  batch.size = data.size();
+  batch.chunk_size = chunk_size;
+  batch.out = digests_out;
+  batch.skip = skip;
+  batch.detect_zero = detect_zero;
+  run(batch);
+}
+
+void HashPool::run(Batch batch) {
+  assert(batch.chunk_size > 0);
+  if (batch.size == 0) return;
+  std::lock_guard<std::mutex> call_lock(call_mu_);
+
+  batch.chunks = (batch.size - 1) / batch.chunk_size + 1;
+  const size_t useful_parts = std::max<size_t>(batch.size / kMinBytesPerPart, 1);
   batch.parts = static_cast<unsigned>(std::min({size_t{threads()}, batch.chunks, useful_parts}));
 
   if (batch.parts > 1) {
@@ -112,6 +134,13 @@ void HashPool::hash_part(Hasher& hasher, const Batch& batch, unsigned part) cons
   for (size_t c = begin; c < end; ++c) {
     const size_t offset = c * batch.chunk_size;
     const size_t length = std::min(batch.chunk_size, batch.size - offset);
+    if (batch.skip != nullptr) {
+      if (batch.skip[c] != 0) continue;
+      if (batch.detect_zero && all_zero(batch.data + offset, length)) {
+        batch.skip[c] = kZeroChunk;
+        continue;
+      }
+    }
     hasher.hash({batch.data + offset, length}, batch.out + c * digest_size_);
   }
 }

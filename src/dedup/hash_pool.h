@@ -51,6 +51,16 @@ class HashPool {
   // Calls from several threads are serialized.
   void hash_chunks(std::span<const uint8_t> data, size_t chunk_size, uint8_t* digests_out);
 
+  // The same for a batch in which not every chunk is hashed, with zero
+  // detection on all cores too. `skip` has one byte per chunk: a chunk whose
+  // byte is non-zero on entry is not looked at (e.g. known to be a hole);
+  // with `detect_zero`, a chunk whose bytes are all zero gets its byte set to
+  // kZeroChunk and no digest. Every other chunk's digest goes to
+  // digests_out + i * digest_size() (the slots of the others are untouched).
+  static constexpr uint8_t kZeroChunk = 1;
+  void hash_nonzero_chunks(std::span<const uint8_t> data, size_t chunk_size,
+                           uint8_t* digests_out, uint8_t* skip, bool detect_zero);
+
  private:
   struct Batch {
     const uint8_t* data = nullptr;
@@ -59,8 +69,11 @@ class HashPool {
     uint8_t* out = nullptr;
     size_t chunks = 0;
     unsigned parts = 0;  // ranges in this batch: part 0 is the caller's
+    uint8_t* skip = nullptr;  // see hash_nonzero_chunks
+    bool detect_zero = false;
   };
 
+  void run(Batch batch);
   void start_workers(unsigned threads);
   void worker_main(unsigned part, Hasher& hasher);
   void hash_part(Hasher& hasher, const Batch& batch, unsigned part) const;

@@ -36,6 +36,11 @@ class RecordStore {
   Result<uint32_t> append(const uint8_t* hash, uint64_t host_offset, uint64_t owner);
   // Reads record `n` into hash_out (hash_size bytes) and the two numbers.
   Status read(uint32_t n, uint8_t* hash_out, uint64_t* host_offset, uint64_t* owner);
+  // Reads every record on file into memory in one pass if they take at most
+  // `max_bytes` (else does nothing), so that read() needs no I/O until
+  // drop_loaded(). For visiting every record in an order of their own.
+  Status load_all(size_t max_bytes);
+  void drop_loaded();
 
  private:
   Status write_buffer();
@@ -45,6 +50,7 @@ class RecordStore {
   uint64_t count_ = 0;
   uint64_t buffer_first_ = 0;  // record number of buffer_[0]
   std::vector<uint8_t> buffer_;
+  std::vector<uint8_t> loaded_;  // records [0, loaded_.size() / record_size_), see load_all
 };
 
 class DedupIndex {
@@ -68,8 +74,9 @@ class DedupIndex {
  private:
   static uint64_t fingerprint(const uint8_t* hash);
   uint64_t home(uint64_t fp) const;
-  // Slot holding `hash`, or the empty slot where it would go.
-  Result<uint64_t> locate(const uint8_t* hash, bool* found);
+  // Slot holding `hash` (then *found, and the record's numbers in *entry if
+  // not null), or the empty slot where it would go.
+  Result<uint64_t> locate(const uint8_t* hash, bool* found, IndexEntry* entry = nullptr);
   void grow();
   void erase_slot(uint64_t slot);
 

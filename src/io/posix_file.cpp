@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -214,6 +216,23 @@ Status PosixFile::punch_hole(uint64_t offset, uint64_t len) {
   return Status::ok();
 }
 
+Result<FileExtent> PosixFile::extent_at(uint64_t offset) {
+  QD_ASSIGN_OR_RETURN(uint64_t end, size());
+  if (offset >= end) return FileExtent{UINT64_MAX, true};
+  const FileExtent all_data{end, false};
+  off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+  if (data < 0) {
+    // ENXIO: no data at or after `offset`; anything else: no block status.
+    return errno == ENXIO ? FileExtent{end, true} : all_data;
+  }
+  if (static_cast<uint64_t>(data) > offset) {
+    return FileExtent{std::min<uint64_t>(static_cast<uint64_t>(data), end), true};
+  }
+  off_t hole = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+  if (hole < 0 || static_cast<uint64_t>(hole) <= offset) return all_data;
+  return FileExtent{std::min<uint64_t>(static_cast<uint64_t>(hole), end), false};
+}
+
 void remove_file(const std::string& path) { (void)::unlink(path.c_str()); }
 
 std::string directory_of(const std::string& path) {
@@ -235,10 +254,11 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-Status rename_file(const std::string& from, const std::string& to) {
+Status rename_file(const std::string& from, const std::string& to, bool sync_directory) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return io_error(std::string("rename: ") + std::strerror(errno));
   }
+  if (!sync_directory) return Status::ok();
   std::string dir = directory_of(to);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

@@ -24,6 +24,12 @@ struct OpenOptions {
   LockMode lock = LockMode::kNone;
 };
 
+// A run of a file's bytes, as lseek(SEEK_DATA/SEEK_HOLE) reports it.
+struct FileExtent {
+  uint64_t end = 0;   // the run is [offset asked, end)
+  bool hole = false;  // true: no data stored there, reads return zeros
+};
+
 class PosixFile : public File {
  public:
   static Result<std::unique_ptr<PosixFile>> open(const std::string& path,
@@ -43,6 +49,13 @@ class PosixFile : public File {
   Status punch_hole(uint64_t offset, uint64_t len) override;
   Result<uint64_t> allocated_size() override;
 
+  // The run of data or hole starting at `offset` (lseek SEEK_DATA/SEEK_HOLE,
+  // as QEMU's file-posix block status). Past the end of the file: a hole
+  // ending at UINT64_MAX. Where the file system or the file type cannot tell
+  // (devices, old kernels), everything is data up to the end of the file.
+  // Moves the file position, which pread/pwrite do not use.
+  Result<FileExtent> extent_at(uint64_t offset);
+
  private:
   PosixFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
   Status apply_lock(LockMode mode);
@@ -54,8 +67,10 @@ class PosixFile : public File {
 
 // Removes a file; errors are ignored (used to clean up after a failed create).
 void remove_file(const std::string& path);
-// Atomically renames `from` to `to` and syncs the directory.
-Status rename_file(const std::string& from, const std::string& to);
+// Atomically renames `from` to `to`, and syncs the directory unless
+// `sync_directory` is false (nothing is to be made durable: qemu-img's
+// "unsafe" cache mode).
+Status rename_file(const std::string& from, const std::string& to, bool sync_directory = true);
 bool file_exists(const std::string& path);
 // A fresh name in the directory of `target`, for writing a file that is then
 // renamed over `target` (".NAME.qdedup-RANDOM").

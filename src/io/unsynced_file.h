@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/aligned_buffer.h"
 #include "io/file.h"
 
 namespace qdedup::io {
@@ -33,13 +34,14 @@ class UnsyncedFile : public File {
  private:
   Status write_pending();
   bool overlaps(uint64_t offset, uint64_t len) const {
-    return !pending_.empty() && offset < pending_start_ + pending_.size() &&
+    return pending_size_ != 0 && offset < pending_start_ + pending_size_ &&
            pending_start_ < offset + len;
   }
 
   std::unique_ptr<File> inner_;
   uint64_t pending_start_ = 0;
-  std::vector<uint8_t> pending_;  // bytes for [pending_start_, +size)
+  size_t pending_size_ = 0;
+  AlignedBuffer pending_;  // bytes for [pending_start_, +pending_size_)
 };
 
 }  // namespace qdedup::io

@@ -73,8 +73,10 @@ run() {
 run_limited() {
   last_cmd="$*"
   local vlimit="ulimit -v 262144;"
-  # AddressSanitizer reserves terabytes of address space: no -v limit under it.
-  if ldd "$QDEDUP" 2>/dev/null | grep -q libasan; then vlimit=""; fi
+  # AddressSanitizer reserves terabytes of address space: no -v limit under it. The
+  # binary run is checked (not $QDEDUP), from ldd's whole output: `ldd | grep -q` under
+  # pipefail fails whenever grep exits before ldd has written everything.
+  if [[ $(ldd "$1" 2>/dev/null) == *libasan* ]]; then vlimit=""; fi
   bash -c "$vlimit"' exec timeout 10 "$@"' limited "$@" </dev/null >"$out" 2>"$err"
   rc=$?
 }

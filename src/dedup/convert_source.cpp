@@ -1,0 +1,261 @@
+#include "dedup/convert_source.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <system_error>
+
+#include "io/posix_file.h"
+#include "qcow2/chain.h"
+#include "qcow2/image.h"
+#include "util/size.h"
+
+namespace qdedup::dedup {
+
+namespace {
+
+// One block status call looks at most this many guest bytes of a qcow2 image.
+constexpr uint64_t kMaxExtentBytes = 256ull << 20;
+
+// What a qcow2 cluster reads as, without reading it; mirrors the read path
+// (Image::read_cluster_part).
+enum class ClusterKind { kData, kZero, kBacking };
+
+ClusterKind kind_of(const qcow2::L2Entry& e, const qcow2::Geometry& g) {
+  switch (e.type(g)) {
+    case qcow2::ClusterType::kZeroPlain:
+    case qcow2::ClusterType::kZeroAlloc:
+      return ClusterKind::kZero;
+    case qcow2::ClusterType::kUnallocated:
+      // Extended L2 entries with some zero subclusters are read piecewise.
+      if (!g.extended_l2 || (e.bitmap >> 32) == 0) return ClusterKind::kBacking;
+      return ClusterKind::kData;
+    default:
+      return ClusterKind::kData;
+  }
+}
+
+Result<SourceExtent> raw_extent(qcow2::RawDevice& raw, uint64_t offset) {
+  const uint64_t size = raw.virtual_size();
+  auto* posix = dynamic_cast<io::PosixFile*>(&raw.file());
+  if (posix == nullptr) return SourceExtent{size, false};
+  // Past the end of the file (the size is rounded up to 512) reads as zeros.
+  QD_ASSIGN_OR_RETURN(io::FileExtent e, posix->extent_at(offset));
+  return SourceExtent{std::min(e.end, size), e.hole};
+}
+
+Result<SourceExtent> image_extent(qcow2::Image& img, uint64_t offset) {
+  const qcow2::Geometry& g = img.geometry();
+  const uint64_t size = img.virtual_size();
+  qcow2::BlockDevice* backing = img.backing();
+  const uint64_t backing_size = backing ? backing->virtual_size() : 0;
+  // An unallocated cluster reads the backing file, or zeros past its end.
+  auto kind_at = [&](uint64_t at) -> Result<ClusterKind> {
+    QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, img.l2_entry(at >> g.cluster_bits));
+    ClusterKind k = kind_of(e, g);
+    if (k == ClusterKind::kBacking && at >= backing_size) k = ClusterKind::kZero;
+    return k;
+  };
+  QD_ASSIGN_OR_RETURN(ClusterKind kind, kind_at(offset));
+  uint64_t end = std::min(size, ((offset >> g.cluster_bits) + 1) << g.cluster_bits);
+  if (kind == ClusterKind::kBacking) {
+    QD_ASSIGN_OR_RETURN(SourceExtent b, device_extent(*backing, offset));
+    return SourceExtent{std::min({b.end, end, backing_size}), b.zero};
+  }
+  const uint64_t limit = std::min(size, offset + kMaxExtentBytes);
+  while (end < limit) {
+    QD_ASSIGN_OR_RETURN(ClusterKind next, kind_at(end));
+    if (next != kind) break;
+    end = std::min(size, end + g.cluster_size);
+  }
+  return SourceExtent{end, kind == ClusterKind::kZero};
+}
+
+bool all_zero(const uint8_t* p, size_t n) {
+  // memcmp against itself shifted by one byte: libc's vectorized compare.
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+}  // namespace
+
+Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset) {
+  if (auto* raw = dynamic_cast<qcow2::RawDevice*>(&dev)) return raw_extent(*raw, offset);
+  if (auto* img = dynamic_cast<qcow2::Image*>(&dev)) return image_extent(*img, offset);
+  return SourceExtent{dev.virtual_size(), false};
+}
+
+// ---- SourceSet ----
+
+Status SourceSet::open(const std::vector<std::string>& paths, const std::string& format,
+                       bool force_share) {
+  for (const std::string& path : paths) {
+    qcow2::OpenRequest req{path, format, false, force_share, true};
+    QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
+    starts_.push_back(total_);
+    total_ += dev->virtual_size();
+    devs_.push_back(std::move(dev));
+  }
+  return Status::ok();
+}
+
+size_t SourceSet::source_of(uint64_t offset) const {
+  // The last source starting at or before `offset` (empty sources are skipped).
+  return static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) -
+                             starts_.begin() - 1);
+}
+
+Status SourceSet::read(uint64_t offset, std::span<uint8_t> buf) {
+  uint64_t pos = 0;
+  while (pos < buf.size()) {
+    uint64_t at = offset + pos;
+    size_t i = source_of(at);
+    uint64_t in = at - starts_[i];
+    uint64_t n = std::min<uint64_t>(buf.size() - pos, devs_[i]->virtual_size() - in);
+    QD_TRY(devs_[i]->read(in, buf.subspan(pos, n)).with_prefix(devs_[i]->name()));
+    pos += n;
+  }
+  return Status::ok();
+}
+
+Result<SourceExtent> SourceSet::extent_at(uint64_t offset) {
+  size_t i = source_of(offset);
+  uint64_t in = offset - starts_[i];
+  Result<SourceExtent> e = device_extent(*devs_[i], in);
+  if (!e) return e.status().with_prefix(devs_[i]->name());
+  // A wrong answer must not stall the reader: at least one byte, data if unsure.
+  if (e->end <= in) return SourceExtent{offset + 1, false};
+  return SourceExtent{starts_[i] + std::min(e->end, devs_[i]->virtual_size()), e->zero};
+}
+
+// ---- SourceReader ----
+
+SourceReader::SourceReader(SourceSet& src, const ReaderOptions& options)
+    : src_(src), o_(options) {
+  batches_ = o_.batch_bytes ? div_round_up(src_.size(), o_.batch_bytes) : 0;
+}
+
+SourceReader::~SourceReader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Status SourceReader::start() {
+  try {
+    thread_ = std::thread([this] { main(); });
+  } catch (const std::system_error& e) {
+    return io_error(std::string("cannot start the reader thread: ") + e.what());
+  }
+  return Status::ok();
+}
+
+void SourceReader::main() {
+  for (uint64_t k = 0; k < batches_; ++k) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || k - released_ < kDepth; });
+      if (stop_) return;
+    }
+    SourceBatch& b = slots_[k % kDepth];
+    fill(b, k * o_.batch_bytes);
+    const bool failed = !b.status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      produced_ = k + 1;
+      if (failed) batches_ = k + 1;  // the failed batch is the last one
+    }
+    cv_.notify_all();
+    if (failed) return;
+  }
+}
+
+SourceBatch* SourceReader::next() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return produced_ > consumed_ || consumed_ >= batches_; });
+  if (consumed_ >= batches_) return nullptr;
+  return &slots_[consumed_++ % kDepth];
+}
+
+void SourceReader::release(SourceBatch* batch) {
+  (void)batch;  // batches are released in the order next() gave them
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++released_;
+  }
+  cv_.notify_all();
+}
+
+void SourceReader::fill(SourceBatch& b, uint64_t offset) {
+  b.offset = offset;
+  b.bytes = std::min(o_.batch_bytes, src_.size() - offset);
+  const size_t units = static_cast<size_t>(div_round_up(b.bytes, o_.unit));
+  b.data.resize(units * o_.unit);
+  b.state.assign(units, SourceBatch::kData);
+  b.hash_seconds = 0;
+  b.status = Status::ok();
+  if (o_.block_status) b.status = mark_holes(b);
+  if (b.status) b.status = read_data(b);
+  if (!b.status) return;
+  if (o_.pool != nullptr) {
+    b.digests.resize(units * o_.pool->digest_size());
+    auto t0 = std::chrono::steady_clock::now();
+    o_.pool->hash_nonzero_chunks(std::span<const uint8_t>(b.data.data(), b.data.size()), o_.unit,
+                                 b.digests.data(), b.state.data(), o_.detect_zero);
+    b.hash_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else if (o_.detect_zero) {
+    for (size_t u = 0; u < units; ++u) {
+      if (b.state[u] == SourceBatch::kData && all_zero(b.data.data() + u * o_.unit, o_.unit)) {
+        b.state[u] = SourceBatch::kZero;
+      }
+    }
+  }
+}
+
+// A unit is a hole only if all of it lies in zero extents; a unit that is
+// partly data is read whole (its hole part reads as zeros anyway).
+Status SourceReader::mark_holes(SourceBatch& b) {
+  std::fill(b.state.begin(), b.state.end(), SourceBatch::kHole);
+  const uint64_t end = b.offset + b.bytes;
+  for (uint64_t pos = b.offset; pos < end;) {
+    if (!have_extent_ || pos < extent_start_ || pos >= extent_.end) {
+      QD_ASSIGN_OR_RETURN(extent_, src_.extent_at(pos));
+      extent_start_ = pos;
+      have_extent_ = true;
+    }
+    const uint64_t stop = std::min(extent_.end, end);
+    if (!extent_.zero) {
+      const size_t first = static_cast<size_t>((pos - b.offset) / o_.unit);
+      const size_t last = static_cast<size_t>((stop - 1 - b.offset) / o_.unit);
+      std::fill(b.state.begin() + static_cast<std::ptrdiff_t>(first),
+                b.state.begin() + static_cast<std::ptrdiff_t>(last + 1), SourceBatch::kData);
+    }
+    pos = stop;
+  }
+  return Status::ok();
+}
+
+// Each run of data units is one read; a partial last unit is zero-padded.
+Status SourceReader::read_data(SourceBatch& b) {
+  const size_t units = b.units();
+  for (size_t u = 0; u < units;) {
+    if (b.state[u] != SourceBatch::kData) {
+      ++u;
+      continue;
+    }
+    size_t v = u;
+    while (v < units && b.state[v] == SourceBatch::kData) ++v;
+    const uint64_t from = u * o_.unit;
+    const uint64_t to = std::min<uint64_t>(v * o_.unit, b.bytes);
+    QD_TRY(src_.read(b.offset + from, std::span<uint8_t>(b.data.data() + from, to - from)));
+    u = v;
+  }
+  std::fill(b.data.data() + b.bytes, b.data.data() + b.data.size(), uint8_t{0});
+  return Status::ok();
+}
+
+bool is_zero(std::span<const uint8_t> data) { return all_zero(data.data(), data.size()); }
+
+}  // namespace qdedup::dedup
