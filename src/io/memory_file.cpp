@@ -14,7 +14,8 @@ Result<size_t> MemoryFile::pread(uint64_t offset, std::span<uint8_t> buf) {
   if (offset >= bytes_.size()) return size_t{0};
   size_t n = static_cast<size_t>(
       std::min<uint64_t>(buf.size(), bytes_.size() - offset));
-  std::memcpy(buf.data(), bytes_.data() + offset, n);
+  // An empty span may have a null data(): memcpy's pointers must never be null.
+  if (n != 0) std::memcpy(buf.data(), bytes_.data() + offset, n);
   return n;
 }
 
@@ -24,7 +25,7 @@ Status MemoryFile::pwrite(uint64_t offset, std::span<const uint8_t> buf) {
   }
   uint64_t end = offset + buf.size();
   if (end > bytes_.size()) bytes_.resize(static_cast<size_t>(end), 0);
-  std::memcpy(bytes_.data() + offset, buf.data(), buf.size());
+  if (!buf.empty()) std::memcpy(bytes_.data() + offset, buf.data(), buf.size());
   return Status::ok();
 }
 
