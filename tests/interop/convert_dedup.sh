@@ -124,6 +124,24 @@ run qemu-img check pair.qcow2
 expect_status 2 "QEMU leaves one OFLAG_COPIED finding"
 expect_eq "$(grep -c '^ERROR' "$err")" "1" "exactly one ERROR line"
 expect_err_has "ERROR OFLAG_COPIED data cluster" "the finding is OFLAG_COPIED"
+# qdedup check sees the same single finding, and its -r all mends it and rebuilds the
+# stale index: both checks are clean afterwards and the guest data is unchanged.
+cp pair.qcow2 pair-qd.qcow2
+run "$QDEDUP" check pair-qd.qcow2
+expect_status 2 "qdedup check: QEMU's missing OFLAG_COPIED is a corruption"
+expect_eq "$(grep -c '^ERROR' "$err")" "1" "qdedup check: exactly one ERROR line"
+expect_err_has "ERROR OFLAG_COPIED data cluster" "qdedup check: the finding is OFLAG_COPIED"
+expect_out_has "Dedup index: stale" "qdedup check: the index is stale"
+run "$QDEDUP" check -r all --output=json pair-qd.qcow2
+expect_status 0 "qdedup check -r all repairs it"
+expect_eq "$(jq '.["corruptions-fixed"]' "$out")" "1" "qdedup check -r all: one fix"
+expect_eq "$(jq '.dedup.rebuilt' "$out")" "true" "qdedup check -r all: index rebuilt"
+expect_check_clean pair-qd.qcow2 "pair after qdedup check -r all"
+run "$QDEDUP" check pair-qd.qcow2
+expect_status 0 "qdedup check clean after its repair"
+expect_out_has "Dedup index: valid" "qdedup check: index valid after the repair"
+run qemu-img compare -f qcow2 -F qcow2 pair.qcow2 pair-qd.qcow2
+expect_status 0 "qdedup check -r all keeps the guest data"
 cp pair.qcow2 pair-qemu.qcow2
 run qemu-img check -r all pair-qemu.qcow2
 expect_status 0 "qemu-img check -r all repairs it"
