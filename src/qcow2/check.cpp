@@ -72,7 +72,11 @@ class Analyser {
   }
   // qcow2_inc_refcounts_imrt: counts a reference to every cluster of a byte
   // range. False if the range reaches a cluster or more past the end of the file.
-  bool inc(uint64_t offset, uint64_t size);
+  // What a counted reference is, for finding guest data that aliases metadata.
+  enum Use : uint8_t { kMetadata = 0, kGuestData = 1 };
+  bool inc(uint64_t offset, uint64_t size, Use use = kMetadata);
+  // True if [offset, offset + size) reaches a cluster or more past the end of the file.
+  bool beyond_eof(uint64_t offset, uint64_t size) const;
   // The data cluster of the L2 entry at `at`: counted like inc(); a reference
   // beyond the refcount width is planned for un-sharing (a copy of its own).
   bool inc_data(uint64_t at, uint64_t word, uint64_t offset);
@@ -89,14 +93,19 @@ class Analyser {
   io::File& file_;
   CheckAnalysis& a_;
   const CheckOptions& o_;
+  // Two bits a host cluster (2k + Use): referenced as metadata, as guest data.
+  std::vector<bool> uses_;
 };
 
-bool Analyser::inc(uint64_t offset, uint64_t size) {
-  if (size == 0) return true;
-  const uint64_t cs = a_.g.cluster_size;
+bool Analyser::beyond_eof(uint64_t offset, uint64_t size) const {
   // A reference may reach into the last, partly written cluster, not further.
-  if (offset > kMaxFileOffset || size > kMaxFileOffset - offset ||
-      offset + size >= a_.file_size + cs) {
+  return offset > kMaxFileOffset || size > kMaxFileOffset - offset ||
+         offset + size >= a_.file_size + a_.g.cluster_size;
+}
+
+bool Analyser::inc(uint64_t offset, uint64_t size, Use use) {
+  if (size == 0) return true;
+  if (beyond_eof(offset, size)) {
     corrupt("ERROR: counting reference for region exceeding the end of the file by one "
             "cluster or more: offset 0x" + hex_digits(offset) + " size 0x" + hex_digits(size));
     return false;
@@ -104,9 +113,12 @@ bool Analyser::inc(uint64_t offset, uint64_t size) {
   uint64_t first = offset >> a_.g.cluster_bits;
   uint64_t last = (offset + size - 1) >> a_.g.cluster_bits;
   for (uint64_t k = first; k <= last; ++k) {
+    if (2 * k + 1 < uses_.size()) uses_[2 * k + use] = true;
     uint64_t rc = a_.computed.get(k);
     if (rc >= a_.g.refcount_max) {
       corrupt("ERROR: overflow cluster offset=0x" + hex_digits(k << a_.g.cluster_bits));
+      // Stays after a repair unless inc_data() plans an un-sharing for it.
+      ++a_.unrepairable;
       log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to "
           "create a clean copy if the image cannot be opened for writing");
       continue;
@@ -119,8 +131,11 @@ bool Analyser::inc(uint64_t offset, uint64_t size) {
 bool Analyser::inc_data(uint64_t at, uint64_t word, uint64_t offset) {
   uint64_t k = offset >> a_.g.cluster_bits;
   bool full = offset % a_.g.cluster_size == 0 && a_.computed.get(k) >= a_.g.refcount_max;
-  bool inside = inc(offset, a_.g.cluster_size);
-  if (full && inside) a_.unshare.push_back({at, word, offset});
+  bool inside = inc(offset, a_.g.cluster_size, kGuestData);
+  if (full && inside) {
+    a_.unshare.push_back({at, word, offset});
+    --a_.unrepairable;  // counted by inc(): the un-sharing repairs it
+  }
   return inside;
 }
 
@@ -148,6 +163,7 @@ Status Analyser::run() {
   const Geometry& g = a_.g;
   a_.counts.total_clusters = (h.size + g.cluster_size - 1) >> g.cluster_bits;
   a_.computed.resize((a_.file_size + g.cluster_size - 1) >> g.cluster_bits);
+  uses_.assign(2 * a_.computed.size(), false);
 
   // The refcount table as stored (bounded by validate_header: at most 8 MiB).
   {
@@ -165,12 +181,30 @@ Status Analyser::run() {
   for (uint32_t i = 0; i < a_.snapshots.size(); ++i) {
     bool bad = std::any_of(a_.bad_snapshots.begin(), a_.bad_snapshots.end(),
                            [&](const SnapshotFault& f) { return f.index == i; });
-    if (!bad) QD_TRY(walk_l1(a_.snapshots[i].l1_table_offset, a_.snapshots[i].l1_size, false));
+    if (bad) continue;
+    const Snapshot& s = a_.snapshots[i];
+    if (s.l1_size != 0 && beyond_eof(s.l1_table_offset, uint64_t{s.l1_size} * 8)) {
+      // The snapshot's L1 table is gone: repair deletes the entry. The
+      // corruption itself is counted (once, as qemu-img counts it) by walk_l1.
+      a_.bad_snapshots.push_back(
+          {i, "snapshot " + escape_for_display(s.id) + " (" + escape_for_display(s.name) +
+                  ") l1_offset=0x" + hex_digits(s.l1_table_offset) +
+                  ": L1 table lies beyond the end of the file; snapshot table entry corrupted"});
+    }
+    QD_TRY(walk_l1(s.l1_table_offset, s.l1_size, false));
   }
   inc(h.snapshots_offset, a_.snapshot_table_bytes);
   inc(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * g.cluster_size);
+  // Repair does not touch the bitmaps (nor does qemu-img's): what is wrong
+  // with them stays after a repair.
+  const uint64_t before_bitmaps = a_.counts.corruptions;
   QD_TRY(walk_bitmaps());
+  a_.unrepairable += a_.counts.corruptions - before_bitmaps;
   check_refblocks();
+  for (uint64_t k = 0; k < a_.computed.size(); ++k) {
+    if (uses_[2 * k + kMetadata] && uses_[2 * k + kGuestData]) a_.aliased.push_back(k);
+  }
+  std::vector<bool>().swap(uses_);
   compare_refcounts();
   QD_TRY(check_copied());
   return Status::ok();
@@ -256,7 +290,7 @@ Status Analyser::walk_l2(uint64_t l2_offset, bool active) {
           break;
         }
         CompressedRange r = compressed_range(g, L2Entry{word & ~kOflagCopied, 0});
-        if (!inc(r.offset, r.length)) {
+        if (!inc(r.offset, r.length, kGuestData)) {
           unmap = "compressed cluster at 0x" + hex_digits(r.offset) + " beyond the end of the file";
         }
         if (active) {

@@ -104,6 +104,10 @@ struct CheckAnalysis {
   std::vector<Unshare> unshare;
   // Corruptions that repair cannot mend (e.g. corrupted subcluster bitmaps).
   uint64_t unrepairable = 0;
+  // Host clusters that some L2 entry maps as guest data and that are also
+  // metadata (header, tables, refcount blocks), in increasing order: writing
+  // that metadata changes what the guest reads there.
+  std::vector<uint64_t> aliased;
 
   // Stored refcount of `cluster` (0 past the table or where no block).
   // nullopt when the refcount block cannot be read (unaligned offset).

@@ -1,6 +1,7 @@
 #include "qcow2/check_repair.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -17,9 +18,58 @@ namespace {
 // rounds cannot bring back, so a handful suffices; more means a bug.
 constexpr int kMaxRounds = 8;
 
+// The image file as the repair writes it: every write into a host cluster
+// that is both metadata and guest data (CheckAnalysis::aliased) changes what
+// the guest reads there, so it is reported once per cluster.
+class AliasWatch : public io::File {
+ public:
+  using Report = std::function<void(uint64_t cluster)>;
+  AliasWatch(io::File& inner, Report report) : inner_(inner), report_(std::move(report)) {}
+
+  // The aliased clusters of the latest analysis.
+  void watch(std::vector<uint64_t> clusters, unsigned cluster_bits) {
+    aliased_ = std::move(clusters);
+    cluster_bits_ = cluster_bits;
+  }
+
+  const std::string& name() const override { return inner_.name(); }
+  Result<size_t> pread(uint64_t offset, std::span<uint8_t> buf) override {
+    return inner_.pread(offset, buf);
+  }
+  Status pwrite(uint64_t offset, std::span<const uint8_t> buf) override {
+    if (!buf.empty() && !aliased_.empty()) {
+      uint64_t first = offset >> cluster_bits_, last = (offset + buf.size() - 1) >> cluster_bits_;
+      for (auto it = std::lower_bound(aliased_.begin(), aliased_.end(), first);
+           it != aliased_.end() && *it <= last; ++it) {
+        if (reported_.insert(*it).second) report_(*it);
+      }
+    }
+    return inner_.pwrite(offset, buf);
+  }
+  Status flush() override { return inner_.flush(); }
+  Result<uint64_t> size() override { return inner_.size(); }
+  Status truncate(uint64_t size) override { return inner_.truncate(size); }
+  Status punch_hole(uint64_t offset, uint64_t len) override { return inner_.punch_hole(offset, len); }
+
+ private:
+  io::File& inner_;
+  Report report_;
+  std::vector<uint64_t> aliased_;
+  unsigned cluster_bits_ = 9;
+  std::set<uint64_t> reported_;
+};
+
 class Repairer {
  public:
-  Repairer(io::File& file, const RepairOptions& o) : file_(file), o_(o) {}
+  Repairer(io::File& file, const RepairOptions& o)
+      : watch_(file,
+               [this](uint64_t cluster) {
+                 log("Repairing host cluster " + std::to_string(cluster) +
+                     ", which is metadata that guest data also maps: that guest data changes");
+                 summary_.unmapped_data = true;
+               }),
+        file_(watch_),
+        o_(o) {}
 
   Result<RepairSummary> run();
 
@@ -46,7 +96,8 @@ class Repairer {
   Result<bool> fix_copied(CheckAnalysis& a, bool clear_pass,
                           const std::function<uint64_t(uint64_t)>& target);
 
-  io::File& file_;
+  AliasWatch watch_;
+  io::File& file_;  // watch_
   const RepairOptions& o_;
   RepairSummary summary_;
   bool began_ = false;
@@ -336,6 +387,7 @@ Result<RepairSummary> Repairer::run() {
   bool rebuilt_last_round = false;
   for (int round = 0; round < kMaxRounds; ++round) {
     QD_ASSIGN_OR_RETURN(CheckAnalysis a, analyse_image(file_, quiet));
+    watch_.watch(a.aliased, a.g.cluster_bits);
     const bool all = o_.mode == RepairMode::kAll;
     if (round == 0) {
       for (uint64_t c : a.mismatched) {
