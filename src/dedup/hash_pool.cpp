@@ -13,6 +13,9 @@ namespace {
 // waking a worker costs tens of microseconds, about what hashing 64 KiB with
 // SHA-256 takes.
 constexpr size_t kMinBytesPerPart = 128 * 1024;
+// Bytes of consecutive chunks a thread claims at a time: enough to make the
+// atomic claim negligible, small enough to even out a preempted thread.
+constexpr size_t kGranuleBytes = 64 * 1024;
 
 bool all_zero(const uint8_t* p, size_t n) {
   // memcmp against itself shifted by one byte: libc's vectorized compare.
@@ -38,13 +41,12 @@ HashPool::HashPool(const HasherFactory& make, unsigned threads) {
 
 void HashPool::start_workers(unsigned threads) {
   workers_.reserve(threads - 1);
-  for (unsigned part = 1; part < threads; ++part) {
+  for (unsigned i = 1; i < threads; ++i) {
     try {
-      workers_.emplace_back(
-          [this, part, hasher = hashers_[part].get()] { worker_main(part, *hasher); });
+      workers_.emplace_back([this, hasher = hashers_[i].get()] { worker_main(*hasher); });
     } catch (const std::system_error&) {
       // Out of threads: work with the ones already running.
-      hashers_.resize(part);
+      hashers_.resize(i);
       break;
     }
   }
@@ -86,26 +88,30 @@ void HashPool::run(Batch batch) {
   std::lock_guard<std::mutex> call_lock(call_mu_);
 
   batch.chunks = (batch.size - 1) / batch.chunk_size + 1;
-  const size_t useful_parts = std::max<size_t>(batch.size / kMinBytesPerPart, 1);
-  batch.parts = static_cast<unsigned>(std::min({size_t{threads()}, batch.chunks, useful_parts}));
-
-  if (batch.parts > 1) {
+  batch.granule = std::max<size_t>(kGranuleBytes / batch.chunk_size, 1);
+  batch.granules = (batch.chunks - 1) / batch.granule + 1;
+  next_granule_.store(0, std::memory_order_relaxed);
+  const bool share = !workers_.empty() && batch.granules > 1 && batch.size >= 2 * kMinBytesPerPart;
+  if (share) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       batch_ = batch;
-      pending_ = batch.parts - 1;
+      open_ = true;
       ++generation_;
     }
     work_cv_.notify_all();
   }
-  hash_part(*hashers_[0], batch, 0);
-  if (batch.parts > 1) {
+  hash_granules(*hashers_[0], batch);
+  if (share) {
+    // Every granule is claimed: late workers stay out, and the ones that
+    // joined finish the granules they hold.
     std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [this] { return pending_ == 0; });
+    open_ = false;
+    done_cv_.wait(lock, [this] { return active_ == 0; });
   }
 }
 
-void HashPool::worker_main(unsigned part, Hasher& hasher) {
+void HashPool::worker_main(Hasher& hasher) {
   uint64_t seen = 0;
   for (;;) {
     Batch batch;
@@ -114,34 +120,36 @@ void HashPool::worker_main(unsigned part, Hasher& hasher) {
       work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
+      if (!open_) continue;  // woke after the batch was done
       batch = batch_;
+      ++active_;
     }
-    // A batch too small for every thread leaves the last workers idle. The
-    // caller publishes the next batch only after all parts of this one are
-    // done, so a worker never misses a batch it has a part in.
-    if (part >= batch.parts) continue;
-    hash_part(hasher, batch, part);
+    hash_granules(hasher, batch);
     std::lock_guard<std::mutex> lock(mu_);
-    if (--pending_ == 0) done_cv_.notify_one();
+    if (--active_ == 0) done_cv_.notify_one();
   }
 }
 
-// Part p of n covers chunks [chunks * p / n, chunks * (p + 1) / n): contiguous,
-// disjoint, and together all chunks. Digests go to disjoint slices of `out`.
-void HashPool::hash_part(Hasher& hasher, const Batch& batch, unsigned part) const {
-  const size_t begin = batch.chunks * part / batch.parts;
-  const size_t end = batch.chunks * (part + 1) / batch.parts;
-  for (size_t c = begin; c < end; ++c) {
-    const size_t offset = c * batch.chunk_size;
-    const size_t length = std::min(batch.chunk_size, batch.size - offset);
-    if (batch.skip != nullptr) {
-      if (batch.skip[c] != 0) continue;
-      if (batch.detect_zero && all_zero(batch.data + offset, length)) {
-        batch.skip[c] = kZeroChunk;
-        continue;
+// Granule g covers chunks [g * granule, min((g + 1) * granule, chunks)):
+// disjoint, together all chunks, each claimed by exactly one thread. Digests
+// and skip bytes go to the claimed chunks' own slots.
+void HashPool::hash_granules(Hasher& hasher, const Batch& batch) {
+  for (;;) {
+    const size_t g = next_granule_.fetch_add(1, std::memory_order_relaxed);
+    if (g >= batch.granules) return;
+    const size_t end = std::min(batch.chunks, (g + 1) * batch.granule);
+    for (size_t c = g * batch.granule; c < end; ++c) {
+      const size_t offset = c * batch.chunk_size;
+      const size_t length = std::min(batch.chunk_size, batch.size - offset);
+      if (batch.skip != nullptr) {
+        if (batch.skip[c] != 0) continue;
+        if (batch.detect_zero && all_zero(batch.data + offset, length)) {
+          batch.skip[c] = kZeroChunk;
+          continue;
+        }
       }
+      hasher.hash({batch.data + offset, length}, batch.out + c * digest_size_);
     }
-    hasher.hash({batch.data + offset, length}, batch.out + c * digest_size_);
   }
 }
 

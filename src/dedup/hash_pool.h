@@ -3,11 +3,16 @@
 // check --verify-hashes.
 //
 // The pool owns persistent worker threads, each with its own Hasher; the
-// calling thread hashes a share of every batch too. A batch is split into one
-// contiguous range of chunks per thread, so threads take no lock per chunk:
-// only to start and to finish a batch.
+// calling thread hashes a share of every batch too. A batch is cut into
+// granules of about 64 KiB of consecutive chunks, which the threads claim one
+// at a time from an atomic counter: no lock per chunk, and a thread that the
+// OS preempts (convert's writer shares the cores) leaves its share to the
+// others instead of holding up the batch. Locks are taken only to start and
+// to finish a batch; a worker that wakes after the batch ran out of granules
+// does not join it, so the caller never waits for a thread that has no work.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -68,28 +73,33 @@ class HashPool {
     size_t chunk_size = 0;
     uint8_t* out = nullptr;
     size_t chunks = 0;
-    unsigned parts = 0;  // ranges in this batch: part 0 is the caller's
+    size_t granule = 1;    // chunks per granule
+    size_t granules = 0;
     uint8_t* skip = nullptr;  // see hash_nonzero_chunks
     bool detect_zero = false;
   };
 
   void run(Batch batch);
   void start_workers(unsigned threads);
-  void worker_main(unsigned part, Hasher& hasher);
-  void hash_part(Hasher& hasher, const Batch& batch, unsigned part) const;
+  void worker_main(Hasher& hasher);
+  // Claims and hashes granules of `batch` until none is left.
+  void hash_granules(Hasher& hasher, const Batch& batch);
 
   size_t digest_size_ = 0;
-  std::vector<std::unique_ptr<Hasher>> hashers_;  // [0] is the caller's
-  std::vector<std::thread> workers_;              // worker i hashes part i + 1
+  std::vector<std::unique_ptr<Hasher>> hashers_;  // [0] is the caller's, [i] worker i-1's
+  std::vector<std::thread> workers_;
 
   std::mutex call_mu_;  // one batch at a time
+
+  std::atomic<size_t> next_granule_{0};  // of the current batch
 
   std::mutex mu_;  // guards the fields below
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   Batch batch_;
   uint64_t generation_ = 0;  // incremented for each batch handed to workers
-  unsigned pending_ = 0;     // worker parts of the current batch not yet done
+  bool open_ = false;        // workers may still join the current batch
+  unsigned active_ = 0;      // workers hashing the current batch
   bool stop_ = false;
 };
 
