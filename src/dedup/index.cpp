@@ -70,40 +70,43 @@ Status RecordStore::load_all(size_t max_bytes) {
 void RecordStore::drop_loaded() { std::vector<uint8_t>().swap(loaded_); }
 
 DedupIndex::DedupIndex(std::unique_ptr<io::File> record_file, size_t hash_size)
-    : records_(std::move(record_file), hash_size),
-      keys_(kInitialSlots, 0),
-      recs_(kInitialSlots, 0) {}
+    : records_(std::move(record_file), hash_size), segments_(size_t{1} << kSegmentBits) {
+  for (Segment& seg : segments_) {
+    seg.keys.assign(kInitialSlots >> kSegmentBits, 0);
+    seg.recs.assign(kInitialSlots >> kSegmentBits, 0);
+    memory_bytes_ += slot_bytes(seg);
+  }
+  peak_memory_bytes_ = memory_bytes_;
+}
 
 uint64_t DedupIndex::fingerprint(const uint8_t* hash) {
   uint64_t fp = load_be64(hash);
   return fp == 0 ? 1 : fp;
 }
 
-uint64_t DedupIndex::home(uint64_t fp) const {
-  // Maps the fingerprint onto [0, slots) without a power-of-two size.
+uint64_t DedupIndex::home(const Segment& s, uint64_t fp) {
+  // Maps the fingerprint bits below the segment's onto [0, slots) without a
+  // power-of-two size.
   __extension__ using U128 = unsigned __int128;
-  return static_cast<uint64_t>((static_cast<U128>(fp) * keys_.size()) >> 64);
+  return static_cast<uint64_t>((static_cast<U128>(fp << kSegmentBits) * s.keys.size()) >> 64);
 }
 
-uint64_t DedupIndex::memory_bytes() const {
-  return keys_.capacity() * sizeof(uint64_t) + recs_.capacity() * sizeof(uint32_t);
-}
-
-Result<uint64_t> DedupIndex::locate(const uint8_t* hash, bool* found, IndexEntry* entry) {
-  uint64_t fp = fingerprint(hash);
-  uint64_t n = keys_.size();
+Result<uint64_t> DedupIndex::locate(Segment& seg, const uint8_t* hash, bool* found,
+                                    IndexEntry* entry) {
+  const uint64_t fp = fingerprint(hash);
+  const uint64_t n = seg.keys.size();
   uint8_t stored[64];
-  for (uint64_t slot = home(fp);; slot = slot + 1 == n ? 0 : slot + 1) {
-    if (keys_[slot] == 0) {
+  for (uint64_t slot = home(seg, fp);; slot = slot + 1 == n ? 0 : slot + 1) {
+    if (seg.keys[slot] == 0) {
       *found = false;
       return slot;
     }
-    if (keys_[slot] != fp) continue;
+    if (seg.keys[slot] != fp) continue;
     uint64_t host = 0, owner = 0;
-    QD_TRY(records_.read(recs_[slot], stored, &host, &owner));
+    QD_TRY(records_.read(seg.recs[slot], stored, &host, &owner));
     if (std::memcmp(stored, hash, records_.hash_size()) == 0) {
       *found = true;
-      if (entry != nullptr) *entry = IndexEntry{host, owner, recs_[slot]};
+      if (entry != nullptr) *entry = IndexEntry{host, owner, seg.recs[slot]};
       return slot;
     }
   }
@@ -112,73 +115,74 @@ Result<uint64_t> DedupIndex::locate(const uint8_t* hash, bool* found, IndexEntry
 Result<std::optional<IndexEntry>> DedupIndex::find(const uint8_t* hash) {
   bool found = false;
   IndexEntry e;
-  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found, &e));
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(segment_of(fingerprint(hash)), hash, &found, &e));
   (void)slot;
   if (!found) return std::optional<IndexEntry>();
   return std::optional<IndexEntry>(e);
 }
 
 Status DedupIndex::insert(const uint8_t* hash, uint64_t host_offset, uint64_t owner) {
-  if ((size_ + 1) * 100 > keys_.size() * kMaxLoadPercent) grow();
+  Segment& seg = segment_of(fingerprint(hash));
+  if ((seg.size + 1) * 100 > seg.keys.size() * kMaxLoadPercent) grow(seg);
   bool found = false;
-  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found));
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(seg, hash, &found));
   QD_ASSIGN_OR_RETURN(uint32_t rec, records_.append(hash, host_offset, owner));
   if (!found) {
-    keys_[slot] = fingerprint(hash);
+    seg.keys[slot] = fingerprint(hash);
+    ++seg.size;
     ++size_;
   }
-  recs_[slot] = rec;
+  seg.recs[slot] = rec;
   return Status::ok();
 }
 
 Status DedupIndex::remove(const uint8_t* hash) {
+  Segment& seg = segment_of(fingerprint(hash));
   bool found = false;
-  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(hash, &found));
-  if (found) erase_slot(slot);
+  QD_ASSIGN_OR_RETURN(uint64_t slot, locate(seg, hash, &found));
+  if (found) erase_slot(seg, slot);
   return Status::ok();
 }
 
 // Backward-shift deletion keeps linear probing free of tombstones.
-void DedupIndex::erase_slot(uint64_t slot) {
-  uint64_t n = keys_.size();
+void DedupIndex::erase_slot(Segment& seg, uint64_t slot) {
+  const uint64_t n = seg.keys.size();
   uint64_t hole = slot;
-  for (uint64_t next = hole + 1 == n ? 0 : hole + 1; keys_[next] != 0;
+  for (uint64_t next = hole + 1 == n ? 0 : hole + 1; seg.keys[next] != 0;
        next = next + 1 == n ? 0 : next + 1) {
-    uint64_t h = home(keys_[next]);
+    uint64_t h = home(seg, seg.keys[next]);
     // Move `next` into the hole unless its home lies cyclically in (hole, next].
     bool stays = hole <= next ? (hole < h && h <= next) : (hole < h || h <= next);
     if (stays) continue;
-    keys_[hole] = keys_[next];
-    recs_[hole] = recs_[next];
+    seg.keys[hole] = seg.keys[next];
+    seg.recs[hole] = seg.recs[next];
     hole = next;
   }
-  keys_[hole] = 0;
+  seg.keys[hole] = 0;
+  --seg.size;
   --size_;
 }
 
-void DedupIndex::grow() {
-  std::vector<uint64_t> old_keys = std::move(keys_);
-  std::vector<uint32_t> old_recs = std::move(recs_);
-  uint64_t n = old_keys.size() + old_keys.size() / 2;
-  keys_.assign(n, 0);
-  recs_.assign(n, 0);
-  for (uint64_t i = 0; i < old_keys.size(); ++i) {
-    if (old_keys[i] == 0) continue;
-    uint64_t slot = home(old_keys[i]);
-    while (keys_[slot] != 0) slot = slot + 1 == n ? 0 : slot + 1;
-    keys_[slot] = old_keys[i];
-    recs_[slot] = old_recs[i];
+void DedupIndex::grow(Segment& seg) {
+  Segment old = std::move(seg);
+  const uint64_t n = old.keys.size() + std::max<uint64_t>(old.keys.size() / 2, 1);
+  seg.keys.assign(n, 0);
+  seg.recs.assign(n, 0);
+  seg.size = old.size;
+  // Both arrays exist until `old` goes out of scope.
+  peak_memory_bytes_ = std::max(peak_memory_bytes_, memory_bytes_ + slot_bytes(seg));
+  memory_bytes_ += slot_bytes(seg) - slot_bytes(old);
+  for (uint64_t i = 0; i < old.keys.size(); ++i) {
+    if (old.keys[i] == 0) continue;
+    uint64_t slot = home(seg, old.keys[i]);
+    while (seg.keys[slot] != 0) slot = slot + 1 == n ? 0 : slot + 1;
+    seg.keys[slot] = old.keys[i];
+    seg.recs[slot] = old.recs[i];
   }
 }
 
 Status DedupIndex::for_each_sorted(
     const std::function<Status(const uint8_t* hash, const IndexEntry& e)>& fn) {
-  std::vector<std::pair<uint64_t, uint32_t>> order;
-  order.reserve(size_);
-  for (uint64_t i = 0; i < keys_.size(); ++i) {
-    if (keys_[i] != 0) order.emplace_back(keys_[i], recs_[i]);
-  }
-  std::sort(order.begin(), order.end());
   // Records are visited in hash order, not file order: one sequential read of
   // them all beats a read per record, within a fixed memory budget.
   QD_TRY(records_.load_all(kLoadAllBytes));
@@ -186,6 +190,23 @@ Status DedupIndex::for_each_sorted(
     RecordStore& r;
     ~Drop() { r.drop_loaded(); }
   } drop{records_};
+  // Segment k holds the hashes whose first byte is k: in order, segment by segment.
+  std::vector<std::pair<uint64_t, uint32_t>> order;
+  for (const Segment& seg : segments_) {
+    order.clear();
+    order.reserve(seg.size);
+    for (uint64_t i = 0; i < seg.keys.size(); ++i) {
+      if (seg.keys[i] != 0) order.emplace_back(seg.keys[i], seg.recs[i]);
+    }
+    QD_TRY(visit_sorted(order, fn));
+  }
+  return Status::ok();
+}
+
+// Sorts one segment's (fingerprint, record) pairs into hash order and visits them.
+Status DedupIndex::visit_sorted(std::vector<std::pair<uint64_t, uint32_t>>& order,
+                                const std::function<Status(const uint8_t*, const IndexEntry&)>& fn) {
+  std::sort(order.begin(), order.end());
   // Equal fingerprints (rare) are ordered by their full hashes.
   const size_t hs = records_.hash_size();
   std::vector<uint8_t> a(hs);

@@ -7,6 +7,12 @@
 // cluster and the guest cluster that owns it live in a record store on disk
 // (a temporary file), read to confirm a fingerprint match.
 //
+// The table is 256 segments, one per first byte of the hash, each growing on
+// its own: while a segment grows, its old and new slot arrays both exist, so
+// growing one table of everything would briefly cost 2.5 times the slots
+// (37.5 bytes an entry); a segment is 1/256 of that. Segments in order are
+// also hash order, so the sorted walk sorts one segment at a time.
+//
 // Thread safety: none.
 #pragma once
 
@@ -14,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "io/file.h"
@@ -64,7 +71,9 @@ class DedupIndex {
 
   uint64_t size() const { return size_; }
   // Bytes of RAM the table uses (slots, not the record store).
-  uint64_t memory_bytes() const;
+  uint64_t memory_bytes() const { return memory_bytes_; }
+  // The most memory_bytes() has been, growth included.
+  uint64_t peak_memory_bytes() const { return peak_memory_bytes_; }
   size_t hash_size() const { return records_.hash_size(); }
 
   // Visits every entry in hash order.
@@ -72,18 +81,33 @@ class DedupIndex {
       const std::function<Status(const uint8_t* hash, const IndexEntry& e)>& fn);
 
  private:
+  static constexpr unsigned kSegmentBits = 8;
+  struct Segment {
+    std::vector<uint64_t> keys;  // fingerprints; 0 = empty slot
+    std::vector<uint32_t> recs;
+    uint64_t size = 0;
+  };
+
   static uint64_t fingerprint(const uint8_t* hash);
-  uint64_t home(uint64_t fp) const;
-  // Slot holding `hash` (then *found, and the record's numbers in *entry if
-  // not null), or the empty slot where it would go.
-  Result<uint64_t> locate(const uint8_t* hash, bool* found, IndexEntry* entry = nullptr);
-  void grow();
-  void erase_slot(uint64_t slot);
+  Segment& segment_of(uint64_t fp) { return segments_[fp >> (64 - kSegmentBits)]; }
+  static uint64_t home(const Segment& s, uint64_t fp);
+  // Slot of `seg` holding `hash` (then *found, and the record's numbers in
+  // *entry if not null), or the empty slot where it would go.
+  Result<uint64_t> locate(Segment& seg, const uint8_t* hash, bool* found,
+                          IndexEntry* entry = nullptr);
+  void grow(Segment& seg);
+  Status visit_sorted(std::vector<std::pair<uint64_t, uint32_t>>& order,
+                      const std::function<Status(const uint8_t*, const IndexEntry&)>& fn);
+  void erase_slot(Segment& seg, uint64_t slot);
+  static uint64_t slot_bytes(const Segment& s) {
+    return s.keys.capacity() * sizeof(uint64_t) + s.recs.capacity() * sizeof(uint32_t);
+  }
 
   RecordStore records_;
-  std::vector<uint64_t> keys_;  // 0 = empty slot
-  std::vector<uint32_t> recs_;
+  std::vector<Segment> segments_;
   uint64_t size_ = 0;
+  uint64_t memory_bytes_ = 0;
+  uint64_t peak_memory_bytes_ = 0;
 };
 
 }  // namespace qdedup::dedup
