@@ -163,8 +163,9 @@ TEST_CASE("HashPool hashes on the caller and on workers, one Hasher per thread",
   std::vector<uint8_t> out(chunk_count(data.size(), 4096) * 8);
   pool.hash_chunks(data, 4096, out.data());
 
-  // Each Hasher is used by at most one thread, the first by the caller, and
-  // no two by the same thread.
+  // Each Hasher is used by at most one thread, the first (if at all: the
+  // workers may claim every granule first) by the caller, and no two by the
+  // same thread.
   std::set<std::thread::id> all;
   size_t used = 0;
   for (RecordingHasher* h : hashers) {
@@ -174,8 +175,12 @@ TEST_CASE("HashPool hashes on the caller and on workers, one Hasher per thread",
     all.insert(*h->callers.begin());
   }
   CHECK(all.size() == used);
-  REQUIRE(hashers[0]->callers.size() == 1);
-  CHECK(*hashers[0]->callers.begin() == std::this_thread::get_id());
+  CHECK(used >= 1);
+  for (size_t i = 0; i < hashers.size(); ++i) {
+    if (hashers[i]->callers.empty()) continue;
+    INFO("hasher " << i);
+    CHECK((*hashers[i]->callers.begin() == std::this_thread::get_id()) == (i == 0));
+  }
 
   // Digests are in chunk order: every chunk is 4096 bytes but the last.
   for (size_t c = 0; c < out.size() / 8; ++c) {
