@@ -1,6 +1,7 @@
 #include "io/posix_file.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -255,6 +256,21 @@ bool file_exists(const std::string& path) {
 }
 
 Status rename_file(const std::string& from, const std::string& to, bool sync_directory) {
+  if (!sync_directory) {
+    // Nothing needs to be durable. A rename that replaces a file makes ext4
+    // (auto_da_alloc) start writeback of every dirty page of the new one
+    // inside the rename: measured 0.35 s for a 700 MiB image, a third of a
+    // whole `convert -t unsafe`. Swapping the two names does not, and the
+    // old file is then unlinked. A crash between the two leaves the old
+    // file under the temporary name: a leak, never a damaged target.
+    struct stat st;
+    if (::lstat(to.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) == 0) {
+      (void)::unlink(from.c_str());
+      return Status::ok();
+    }
+    // No regular file to replace, or a file system without exchange (EINVAL).
+  }
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return io_error(std::string("rename: ") + std::strerror(errno));
   }

@@ -2,6 +2,7 @@
 #include "io/posix_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -181,6 +182,30 @@ TEST_CASE("rename_file moves a file into place", "[io][posix]") {
   CHECK_FALSE(rename_file(dir.file("gone.img"), dir.file("target.img")).is_ok());
   remove_file(dir.file("target.img"));
   CHECK_FALSE(file_exists(dir.file("target.img")));
+}
+
+TEST_CASE("rename_file without a directory sync swaps names, then unlinks the old file",
+          "[io][posix]") {
+  ScratchDir dir;
+  // Replacing a regular file (renameat2 RENAME_EXCHANGE, then unlink).
+  make_file(dir.file("tmp.img"), 5);
+  make_file(dir.file("target.img"), 1);
+  REQUIRE(rename_file(dir.file("tmp.img"), dir.file("target.img"), false).is_ok());
+  CHECK_FALSE(file_exists(dir.file("tmp.img")));
+  CHECK(*must_open(dir.file("target.img"), OpenOptions{})->size() == 5);
+  // No target: a plain rename.
+  make_file(dir.file("tmp2.img"), 3);
+  REQUIRE(rename_file(dir.file("tmp2.img"), dir.file("new.img"), false).is_ok());
+  CHECK_FALSE(file_exists(dir.file("tmp2.img")));
+  CHECK(*must_open(dir.file("new.img"), OpenOptions{})->size() == 3);
+  // A directory in the way is never swapped away: rename's own error.
+  REQUIRE(::mkdir(dir.file("d.img").c_str(), 0755) == 0);
+  make_file(dir.file("tmp3.img"), 2);
+  CHECK_FALSE(rename_file(dir.file("tmp3.img"), dir.file("d.img"), false).is_ok());
+  CHECK(file_exists(dir.file("tmp3.img")));
+  struct stat st;
+  REQUIRE(::stat(dir.file("d.img").c_str(), &st) == 0);
+  CHECK(S_ISDIR(st.st_mode));
 }
 
 // OFD locks belong to the open file description, so two opens in one process
