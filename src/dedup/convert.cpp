@@ -16,6 +16,7 @@
 #include "qcow2/chain.h"
 #include "util/progress.h"
 #include "util/size.h"
+#include "util/zero.h"
 
 namespace qdedup::dedup {
 

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <system_error>
 
 #include "io/posix_file.h"
 #include "qcow2/chain.h"
 #include "qcow2/image.h"
 #include "util/size.h"
+#include "util/zero.h"
 
 namespace qdedup::dedup {
 
@@ -69,11 +69,6 @@ Result<SourceExtent> image_extent(qcow2::Image& img, uint64_t offset) {
     end = std::min(size, end + g.cluster_size);
   }
   return SourceExtent{end, kind == ClusterKind::kZero};
-}
-
-bool all_zero(const uint8_t* p, size_t n) {
-  // memcmp against itself shifted by one byte: libc's vectorized compare.
-  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
 }  // namespace
@@ -207,7 +202,7 @@ void SourceReader::fill(SourceBatch& b, uint64_t offset) {
     b.hash_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else if (o_.detect_zero) {
     for (size_t u = 0; u < units; ++u) {
-      if (b.state[u] == SourceBatch::kData && all_zero(b.data.data() + u * o_.unit, o_.unit)) {
+      if (b.state[u] == SourceBatch::kData && is_zero({b.data.data() + u * o_.unit, o_.unit})) {
         b.state[u] = SourceBatch::kZero;
       }
     }
@@ -255,7 +250,5 @@ Status SourceReader::read_data(SourceBatch& b) {
   std::fill(b.data.data() + b.bytes, b.data.data() + b.data.size(), uint8_t{0});
   return Status::ok();
 }
-
-bool is_zero(std::span<const uint8_t> data) { return all_zero(data.data(), data.size()); }
 
 }  // namespace qdedup::dedup

@@ -35,9 +35,6 @@ struct SourceExtent {
 // or before virtual_size().
 Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset);
 
-// True if every byte of `data` is zero.
-bool is_zero(std::span<const uint8_t> data);
-
 // The sources, concatenated into one read-only disk.
 class SourceSet {
  public:

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstring>
 #include <system_error>
+
+#include "util/zero.h"
 
 namespace qdedup::dedup {
 
@@ -16,11 +17,6 @@ constexpr size_t kMinBytesPerPart = 128 * 1024;
 // Bytes of consecutive chunks a thread claims at a time: enough to make the
 // atomic claim negligible, small enough to even out a preempted thread.
 constexpr size_t kGranuleBytes = 64 * 1024;
-
-bool all_zero(const uint8_t* p, size_t n) {
-  // memcmp against itself shifted by one byte: libc's vectorized compare.
-  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
-}
 
 }  // namespace
 
@@ -143,7 +139,7 @@ void HashPool::hash_granules(Hasher& hasher, const Batch& batch) {
       const size_t length = std::min(batch.chunk_size, batch.size - offset);
       if (batch.skip != nullptr) {
         if (batch.skip[c] != 0) continue;
-        if (batch.detect_zero && all_zero(batch.data + offset, length)) {
+        if (batch.detect_zero && is_zero({batch.data + offset, length})) {
           batch.skip[c] = kZeroChunk;
           continue;
         }
