@@ -14,6 +14,7 @@
 #include <new>
 #include <utility>
 
+#include "dedup/sha256_x2.h"
 #include "dedup/skein.h"
 
 namespace qdedup::dedup {
@@ -53,6 +54,24 @@ class EvpHasher : public Hasher {
   EVP_MD* md_;
   size_t size_;
   EVP_MD_CTX* ctx_;
+};
+
+// SHA-256: OpenSSL for one input, both at once for two of the same length
+// when the CPU has the SHA extensions.
+class Sha256Hasher : public EvpHasher {
+ public:
+  Sha256Hasher() : EvpHasher("SHA256", 32), x2_(sha256_x2_supported()) {}
+  void hash2(std::span<const uint8_t> a, std::span<const uint8_t> b, uint8_t* out_a,
+             uint8_t* out_b) override {
+    if (x2_ && a.size() == b.size()) {
+      sha256_x2(a.data(), b.data(), a.size(), out_a, out_b);
+    } else {
+      Hasher::hash2(a, b, out_a, out_b);
+    }
+  }
+
+ private:
+  bool x2_;
 };
 
 class SkeinHasher : public Hasher {
@@ -207,7 +226,7 @@ void blake2b(std::span<const uint8_t> data, std::span<uint8_t> out) {
 std::unique_ptr<Hasher> make_hasher(HashAlgorithm algorithm) {
   switch (algorithm) {
     case HashAlgorithm::kSha256:
-      return std::make_unique<EvpHasher>("SHA256", 32);
+      return std::make_unique<Sha256Hasher>();
     case HashAlgorithm::kSkein:
       return std::make_unique<SkeinHasher>();
     case HashAlgorithm::kBlake2b:

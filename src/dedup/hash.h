@@ -6,7 +6,9 @@
 // (docs/format.md, section 3): never renumber.
 //
 //   sha256   SHA-256 (FIPS 180-4) from OpenSSL, which uses the CPU's SHA
-//            extensions where present.
+//            extensions where present; pairs of equal-length inputs with
+//            this project's two-stream SHA extensions code
+//            (src/dedup/sha256_x2.h) where the CPU has them.
 //   skein    Skein-512-256 (Skein 1.3), this project's own implementation
 //            (src/dedup/skein.h).
 //   blake2b  BLAKE2b-256 (RFC 7693 with digest length nn = 32; not a
@@ -47,6 +49,13 @@ class Hasher {
   virtual size_t digest_size() const = 0;
   // Writes digest_size() bytes of the hash of `data` to `out`.
   virtual void hash(std::span<const uint8_t> data, uint8_t* out) = 0;
+  // The same for two inputs, digests to out_a and out_b. A Hasher that can
+  // hash two inputs faster together than one after the other overrides it.
+  virtual void hash2(std::span<const uint8_t> a, std::span<const uint8_t> b, uint8_t* out_a,
+                     uint8_t* out_b) {
+    hash(a, out_a);
+    hash(b, out_b);
+  }
 };
 
 // Null only for a value outside HashAlgorithm's enumerators.

@@ -4,7 +4,7 @@
 //
 // The pool owns persistent worker threads, each with its own Hasher; the
 // calling thread hashes a share of every batch too. A batch is cut into
-// granules of about 64 KiB of consecutive chunks, which the threads claim one
+// granules of about 128 KiB of consecutive chunks, which the threads claim one
 // at a time from an atomic counter: no lock per chunk, and a thread that the
 // OS preempts (convert's writer shares the cores) leaves its share to the
 // others instead of holding up the batch. Locks are taken only to start and

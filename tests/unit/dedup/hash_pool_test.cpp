@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -206,6 +207,55 @@ TEST_CASE("HashPool serializes batches from concurrent callers", "[dedup][hash_p
   CHECK(other_ok);
 }
 
+TEST_CASE("HashPool skips, detects zeros and pairs the remaining chunks correctly",
+          "[dedup][hash_pool]") {
+  // Chunks hashed two at a time must get their own digests whatever lies
+  // between them: skipped chunks, zero chunks, a short last chunk.
+  const size_t chunk_size = 4096;
+  std::vector<uint8_t> data = random_bytes(300 * chunk_size + 100, 10);
+  std::mt19937_64 rng(11);
+  const size_t chunks = chunk_count(data.size(), chunk_size);
+  std::vector<uint8_t> skip_in(chunks, 0);
+  for (size_t c = 0; c < chunks; ++c) {
+    switch (rng() % 4) {
+      case 0: skip_in[c] = 2; break;  // known hole: not looked at
+      case 1: std::memset(data.data() + c * chunk_size, 0,
+                          std::min(chunk_size, data.size() - c * chunk_size)); break;
+      default: break;
+    }
+  }
+  for (HashAlgorithm algorithm : kAllHashAlgorithms) {
+    for (unsigned threads : {1u, 2u, 3u}) {
+      INFO(hash_name(algorithm) << ", " << threads << " threads");
+      HashPool pool(algorithm, threads);
+      const size_t d = pool.digest_size();
+      const auto expected = sequential_digests(algorithm, data, chunk_size);
+      std::vector<uint8_t> skip = skip_in;
+      std::vector<uint8_t> out(chunks * d, 0xee);
+      pool.hash_nonzero_chunks(data, chunk_size, out.data(), skip.data(), true);
+      size_t hashed = 0;
+      for (size_t c = 0; c < chunks; ++c) {
+        const std::span<const uint8_t> chunk(data.data() + c * chunk_size,
+                                             std::min(chunk_size, data.size() - c * chunk_size));
+        const bool zero = std::all_of(chunk.begin(), chunk.end(), [](uint8_t b) { return b == 0; });
+        const std::vector<uint8_t> got(out.begin() + c * d, out.begin() + (c + 1) * d);
+        if (skip_in[c] != 0) {
+          CHECK(skip[c] == skip_in[c]);
+          CHECK(got == std::vector<uint8_t>(d, 0xee));
+        } else if (zero) {
+          CHECK(skip[c] == HashPool::kZeroChunk);
+          CHECK(got == std::vector<uint8_t>(d, 0xee));
+        } else {
+          CHECK(skip[c] == 0);
+          CHECK(got == std::vector<uint8_t>(expected.begin() + c * d, expected.begin() + (c + 1) * d));
+          ++hashed;
+        }
+      }
+      CHECK(hashed > chunks / 3);
+    }
+  }
+}
+
 TEST_CASE("HashPool with 0 threads works on the calling thread alone", "[dedup][hash_pool]") {
   HashPool pool(HashAlgorithm::kSkein, 0);
   CHECK(pool.threads() == 1);
@@ -250,19 +300,19 @@ class StallingHasher : public Hasher {
 TEST_CASE("HashPool: the workers take over the share of a stalled caller", "[dedup][hash_pool]") {
   std::atomic<size_t> worker_chunks{0};
   std::vector<StallingHasher*> hashers;
-  const std::vector<uint8_t> data(size_t{4} << 20);  // 1024 chunks, 64 granules
+  const std::vector<uint8_t> data(size_t{4} << 20);  // 1024 chunks, 32 granules
   HashPool pool(
       [&] {
-        auto h = std::make_unique<StallingHasher>(hashers.empty(), worker_chunks, 1024 - 16);
+        auto h = std::make_unique<StallingHasher>(hashers.empty(), worker_chunks, 1024 - 32);
         hashers.push_back(h.get());
         return h;
       },
       2);
   std::vector<uint8_t> out(1024 * 8);
   pool.hash_chunks(data, 4096, out.data());
-  // The caller claimed at most one granule (16 chunks) before it stalled (none
+  // The caller claimed at most one granule (32 chunks) before it stalled (none
   // if the worker got them all first); the worker claimed every other one.
-  CHECK(hashers[0]->chunks_ <= 16);
+  CHECK(hashers[0]->chunks_ <= 32);
   CHECK(hashers[0]->chunks_ + hashers[1]->chunks_ == 1024);
   for (size_t c = 0; c < 1024; ++c) {
     uint64_t n;
