@@ -245,8 +245,15 @@ class Converter {
     const uint64_t cs = t_.image->geometry().cluster_size;
     const uint64_t first = b.offset / cs;
     const size_t ds = pool_ ? pool_->digest_size() : 0;
+    // The index lookups are random accesses to a table larger than the
+    // caches: start them a few clusters ahead.
+    constexpr size_t kPrefetchAhead = 8;
     for (size_t i = 0; i < b.units(); ++i) {
       const uint64_t gc = first + i;
+      if (writer_ && i + kPrefetchAhead < b.units() &&
+          b.state[i + kPrefetchAhead] == SourceBatch::kData) {
+        writer_->index().prefetch(b.digests.data() + (i + kPrefetchAhead) * ds);
+      }
       if (b.state[i] != SourceBatch::kData) {
         ++r_.zero_clusters;
         if (o_.existing_target) {

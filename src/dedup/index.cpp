@@ -112,6 +112,15 @@ Result<uint64_t> DedupIndex::locate(Segment& seg, const uint8_t* hash, bool* fou
   }
 }
 
+void DedupIndex::prefetch(const uint8_t* hash) const {
+  const uint64_t fp = fingerprint(hash);
+  const Segment& seg = segment_of(fp);
+  if (seg.keys.empty()) return;
+  const uint64_t slot = home(seg, fp);
+  __builtin_prefetch(&seg.keys[slot]);
+  __builtin_prefetch(&seg.recs[slot]);
+}
+
 Result<std::optional<IndexEntry>> DedupIndex::find(const uint8_t* hash) {
   bool found = false;
   IndexEntry e;

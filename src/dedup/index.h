@@ -65,6 +65,9 @@ class DedupIndex {
   DedupIndex(std::unique_ptr<io::File> record_file, size_t hash_size);
 
   Result<std::optional<IndexEntry>> find(const uint8_t* hash);
+  // Asks the CPU to bring `hash`'s home slot into the cache, so that a find or
+  // insert of it shortly after does not wait for memory. No effect otherwise.
+  void prefetch(const uint8_t* hash) const;
   // Adds `hash`, or points an existing entry of the same hash elsewhere.
   Status insert(const uint8_t* hash, uint64_t host_offset, uint64_t owner_guest_cluster);
   Status remove(const uint8_t* hash);
@@ -90,6 +93,7 @@ class DedupIndex {
 
   static uint64_t fingerprint(const uint8_t* hash);
   Segment& segment_of(uint64_t fp) { return segments_[fp >> (64 - kSegmentBits)]; }
+  const Segment& segment_of(uint64_t fp) const { return segments_[fp >> (64 - kSegmentBits)]; }
   static uint64_t home(const Segment& s, uint64_t fp);
   // Slot of `seg` holding `hash` (then *found, and the record's numbers in
   // *entry if not null), or the empty slot where it would go.

@@ -156,14 +156,21 @@ TEST_CASE("raw sources of odd sizes are concatenated", "[convert_source]") {
                    "raw", false)
               .is_ok());
   REQUIRE(src.size() == 5120 + 70 * KiB + 3 * KiB + 512);
+  HashPool pool(HashAlgorithm::kSha256, 3);
   for (uint64_t unit : {uint64_t{512}, 4 * KiB, 64 * KiB}) {
-    INFO("unit " << unit);
-    ReaderOptions o;
-    o.unit = unit;
-    o.batch_bytes = unit * 3;
-    o.detect_zero = true;
-    Tally t = check_reader(src, o);
-    CHECK(t.data > 0);
+    for (uint64_t batch_units : {uint64_t{3}, uint64_t{1000}}) {
+      // With the pool, the large batches are hashed by all three threads.
+      for (HashPool* p : {static_cast<HashPool*>(nullptr), &pool}) {
+        INFO("unit " << unit << ", batch units " << batch_units << (p ? ", pool" : ""));
+        ReaderOptions o;
+        o.unit = unit;
+        o.batch_bytes = unit * batch_units;
+        o.detect_zero = true;
+        o.pool = p;
+        Tally t = check_reader(src, o);
+        CHECK(t.data > 0);
+      }
+    }
   }
 }
 
