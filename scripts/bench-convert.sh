@@ -16,11 +16,15 @@
 #               /usr/share and /usr/lib (about 1 GiB of files; --quick 256 MiB).
 #   ext4-twice  the same tree twice, in two directories of one ext4 image.
 #
-# For each input and cluster size: `qemu-img convert -O qcow2 -o cluster_size=X`
-# and `qdedup convert -O qcow2 -o dedup=sha256,cluster_size=X` (default cache
-# mode: one fdatasync before the rename) and the same with `-t unsafe`
-# (no sync, qemu-img convert's default), interleaved: one untimed round to
-# warm the page cache, then --runs rounds (default 3); medians are reported.
+# For each input and cluster size, two pairs of equal durability:
+#   `qemu-img convert -O qcow2 -o cluster_size=X` (its default cache mode,
+#   unsafe: no sync) against `qdedup convert -t unsafe -O qcow2
+#   -o dedup=sha256,cluster_size=X`;
+#   `qemu-img convert -t writeback ...` (syncs at the end) against qdedup's
+#   default (one fdatasync before the rename).
+# Interleaved: one untimed round to warm the page cache, then --runs rounds
+# (default 3); medians are reported, with the CPU seconds (user + system) of
+# the unsynced pair.
 # The output of the last run is checked with `qemu-img compare` and
 # `qemu-img check`; on the synthetic input the clusters written must equal the
 # generator's count. Failed checks are reported loudly and make the exit
@@ -312,16 +316,18 @@ for name in ext4 ext4-twice; do
 done
 
 # ---- Runs ----
-# Runs "$@" once, prints "WALL_SECONDS PEAK_RSS_KIB"; its stdout goes to
+# Runs "$@" once, prints "WALL_SECONDS PEAK_RSS_KIB CPU_SECONDS" (user +
+# system); its stdout goes to
 # $scratch/last.out. A failing command ends the script (after cleanup).
 timed() {
-  /usr/bin/time -f "%e %M" -o "$scratch/time.txt" "$@" > "$scratch/last.out" 2> "$scratch/last.err" || {
+  /usr/bin/time -f "%e %M %U %S" -o "$scratch/time.txt" "$@" > "$scratch/last.out" 2> "$scratch/last.err" || {
     printf '\n!!!!! FAILED: %s\n' "$*" >&2
     cat "$scratch/last.err" >&2
     return 1
   }
-  cat "$scratch/time.txt"
+  awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$scratch/time.txt"
 }
+field() { cut -d' ' -f"$1" <<<"$2"; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
@@ -341,43 +347,60 @@ wait_for_load() {
 size_mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
-# One case (input x cluster size). The three commands run interleaved --
-# warm-up round, then $runs timed rounds -- so that a change of load on a
-# shared machine affects them alike. Each run writes a fresh target after a
-# sync, so no earlier run's writeback lands in it. The qdedup output of the
-# last round is kept for the checks.
+# One case (input x cluster size). Four commands, in pairs of equal
+# durability: qemu-img's default and qdedup -t unsafe (neither syncs), and
+# qemu-img -t writeback and qdedup's default (both sync at the end). They run
+# interleaved -- warm-up round, then $runs timed rounds -- so that a change of
+# load on a shared machine affects them alike. Each output is deleted right
+# after its run (before the kernel writes it back, so that no run's writeback
+# lands in a later one) except in the last round, whose outputs are measured
+# and checked; a sync precedes every run.
 run_case() {
   local input=$1 cs=$2
   local in="$scratch/$input.raw" cs_name=$((cs / 1024))K
   local q_out="$scratch/out-qemu.qcow2" u_out="$scratch/out-unsafe.qcow2" d_out="$scratch/out-qdedup.qcow2"
+  local w_out="$scratch/out-qemu-wb.qcow2"
   local -a q_cmd=(qemu-img convert -O qcow2 -o "cluster_size=$cs" "$in" "$q_out")
+  local -a w_cmd=(qemu-img convert -t writeback -O qcow2 -o "cluster_size=$cs" "$in" "$w_out")
   local -a u_cmd=("$qdedup" convert -t unsafe -O qcow2 -o "dedup=sha256,cluster_size=$cs" "$in" "$u_out")
   local -a d_cmd=("$qdedup" convert -O qcow2 -o "dedup=sha256,cluster_size=$cs"
                   --stats --output=json "$in" "$d_out")
-  local -a q_walls=() q_rsss=() u_walls=() d_walls=() d_rsss=()
-  local r t
+  local -a q_walls=() q_rsss=() q_cpus=() w_walls=() u_walls=() u_cpus=() d_walls=() d_rsss=()
+  local r t last
   wait_for_load
   local load_start
   load_start=$(load1)
   log "$input, cluster_size $cs_name (load $load_start)"
   for ((r = 0; r <= runs; r++)); do
-    rm -f "$q_out"; sync
+    last=$(( r == runs ))
+    sync
     t=$(timed "${q_cmd[@]}")
-    (( r > 0 )) && q_walls+=("${t% *}") && q_rsss+=("${t#* }")
-    rm -f "$u_out"; sync
+    (( last )) || rm -f "$q_out"
+    (( r > 0 )) && q_walls+=("$(field 1 "$t")") && q_rsss+=("$(field 2 "$t")") &&
+      q_cpus+=("$(field 3 "$t")")
+    sync
     t=$(timed "${u_cmd[@]}")
-    (( r > 0 )) && u_walls+=("${t% *}")
-    rm -f "$d_out"; sync
+    rm -f "$u_out"
+    (( r > 0 )) && u_walls+=("$(field 1 "$t")") && u_cpus+=("$(field 3 "$t")")
+    sync
+    t=$(timed "${w_cmd[@]}")
+    rm -f "$w_out"
+    (( r > 0 )) && w_walls+=("$(field 1 "$t")")
+    sync
     t=$(timed "${d_cmd[@]}")
-    (( r > 0 )) && d_walls+=("${t% *}") && d_rsss+=("${t#* }")
+    (( last )) || rm -f "$d_out"
+    (( r > 0 )) && d_walls+=("$(field 1 "$t")") && d_rsss+=("$(field 2 "$t")")
   done
   local load_end stats
   load_end=$(load1)
   stats=$(cat "$scratch/last.out")
-  local q_wall u_wall d_wall
+  local q_wall u_wall w_wall d_wall q_cpu u_cpu
   q_wall=$(median "${q_walls[@]}")
   u_wall=$(median "${u_walls[@]}")
+  w_wall=$(median "${w_walls[@]}")
   d_wall=$(median "${d_walls[@]}")
+  q_cpu=$(median "${q_cpus[@]}")
+  u_cpu=$(median "${u_cpus[@]}")
   local q_bytes q_kib d_bytes d_kib
   q_bytes=$(stat -c %s "$q_out"); q_kib=$(du -k "$q_out" | cut -f1)
   d_bytes=$(stat -c %s "$d_out"); d_kib=$(du -k "$d_out" | cut -f1)
@@ -404,12 +427,14 @@ run_case() {
           "(differs: refcount cap overflows or a partial last cluster?)"
     fi
   fi
-  rm -f "$q_out" "$u_out" "$d_out"
+  rm -f "$q_out" "$d_out"
 
   local ideal=$((expected * cs))
-  rows+=("$(printf '| %s | %s | %.2f | %.2f | **%s** | %.2f | %s | %s / %s | %s / %s | %s | %s | %.4f | **%.4f** | %.0f / %.0f | %s→%s |' \
-    "$input" "$cs_name" "$q_wall" "$d_wall" "$(ratio "$d_wall" "$q_wall")" \
-    "$u_wall" "$(ratio "$u_wall" "$q_wall")" \
+  rows+=("$(printf '| %s | %s | %.2f | %.2f | **%s** | %.2f | %.2f | **%s** | %.2f / %.2f | %s / %s | %s / %s | %s | %s | %.4f | **%.4f** | %.0f / %.0f | %s→%s |' \
+    "$input" "$cs_name" \
+    "$q_wall" "$u_wall" "$(ratio "$u_wall" "$q_wall")" \
+    "$w_wall" "$d_wall" "$(ratio "$d_wall" "$w_wall")" \
+    "$q_cpu" "$u_cpu" \
     "$(size_mib "$q_bytes")" "$(size_mib $((q_kib * 1024)))" \
     "$(size_mib "$d_bytes")" "$(size_mib $((d_kib * 1024)))" \
     "$(size_mib "$ideal")" "$(size_mib "$index_bytes")" \
@@ -418,9 +443,9 @@ run_case() {
     "$(awk -v k="$(median "${d_rsss[@]}")" 'BEGIN { print k / 1024 }')" \
     "$(awk -v k="$(median "${q_rsss[@]}")" 'BEGIN { print k / 1024 }')" \
     "$load_start" "$load_end")")
-  detail+=("$(printf '| %s | %s | %s | %s | %s | %s | %.2f | %s | %s | %s |' \
+  detail+=("$(printf '| %s | %s | %s | %s | %s | %s | %.2f | %s | %s | %s | %s |' \
     "$input" "$cs_name" "$(size_mib "$(stat -c %s "$in")")" "$expected" "$written" "$deduped" \
-    "$hash_s" "${q_walls[*]}" "${d_walls[*]}" "${u_walls[*]}")")
+    "$hash_s" "${q_walls[*]}" "${u_walls[*]}" "${w_walls[*]}" "${d_walls[*]}")")
 }
 
 rows=()
@@ -448,12 +473,12 @@ echo "Inputs: synthetic ${synthetic_mib} MiB ($(jq -c .blocks <<<"$synthetic_jso
   "ext4 from $tree_files files ($tree_kib KiB) of /usr/share and /usr/lib; ext4-twice the same tree twice."
 echo "Median of $runs runs after one warm-up run, page cache warm; times in seconds; sizes in MiB."
 echo
-echo "| input | cluster | qemu-img s | qdedup s | qdedup / qemu-img | qdedup -t unsafe s | unsafe / qemu-img | qemu-img size (ls / du) | qdedup size (ls / du) | ideal | qdedup index | qdedup ls / ideal | (qdedup ls - index) / ideal | qdedup / qemu-img peak RSS MiB | load |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| input | cluster | qemu-img s | qdedup -t unsafe s | unsafe / qemu-img | qemu-img -t writeback s | qdedup s | qdedup / qemu-img -t writeback | CPU s, qemu-img / qdedup -t unsafe | qemu-img size (ls / du) | qdedup size (ls / du) | ideal | qdedup index | qdedup ls / ideal | (qdedup ls - index) / ideal | qdedup / qemu-img peak RSS MiB | load |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "| input | cluster | input MiB | unique non-zero clusters (expected) | clusters-written | clusters-deduplicated | hash-seconds (last run) | qemu-img runs s | qdedup runs s | qdedup -t unsafe runs s |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| input | cluster | input MiB | unique non-zero clusters (expected) | clusters-written | clusters-deduplicated | hash-seconds (last run) | qemu-img runs s | qdedup -t unsafe runs s | qemu-img -t writeback runs s | qdedup runs s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${detail[@]}"
 
 if (( failures )); then
