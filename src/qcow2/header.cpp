@@ -174,9 +174,8 @@ Result<Header> decode_header(std::span<const uint8_t> bytes) {
     if (h.backing_file_offset + h.backing_file_size > bytes.size()) {
       return corruption("backing file name lies beyond the end of the file");
     }
-    if (h.backing_file_size == 0) {
-      return corruption("backing_file_offset is set but the name is empty");
-    }
+    // An empty name is no backing file, as QEMU reads it; the header
+    // extensions still end where the name would start.
     h.backing_file = string_from(bytes.subspan(h.backing_file_offset, h.backing_file_size));
     ext_end = h.backing_file_offset;
   }

@@ -61,7 +61,8 @@ struct Header {
 
   uint64_t cluster_size() const { return uint64_t{1} << cluster_bits; }
   uint32_t refcount_bits() const { return 1u << refcount_order; }
-  bool has_backing() const { return backing_file_offset != 0; }
+  // An empty name (backing_file_size 0) is no backing file, as in QEMU.
+  bool has_backing() const { return backing_file_offset != 0 && !backing_file.empty(); }
 };
 
 // Decodes cluster 0 (`bytes` may be shorter than a cluster when the file is).

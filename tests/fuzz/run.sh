@@ -6,8 +6,11 @@
 #   DIR/corpus/seeds/TARGET   seeds made by scripts/fuzz-corpus.sh (read if present)
 #   DIR/corpus/work/TARGET    the working corpus: libFuzzer adds the inputs it finds here
 #   DIR/crashes/TARGET        crash, timeout, leak and out-of-memory inputs (artifacts)
-#   DIR/logs/TARGET.log       libFuzzer's output of the last run
-#   DIR/logs/TARGET.summary   its one-line summary (seconds, cov/ft, executions, exit)
+#   DIR/logs/TARGET.PID.log   libFuzzer's output of the run with process id PID (runs of
+#                             one target at the same time keep their own logs; the 10
+#                             newest are kept)
+#   DIR/logs/TARGET.log       a link to the log of the run that ended last
+#   DIR/logs/TARGET.summary   that run's one-line summary (seconds, cov/ft, executions, exit)
 # The committed regression inputs (tests/fuzz/regressions/TARGET) are read too.
 #
 # Prints the final coverage ("cov: N ft: M") and exits 0 when the run ended without a
@@ -31,7 +34,7 @@ esac
 
 work=$dir/corpus/work/$target
 crashes=$dir/crashes/$target
-log=$dir/logs/$target.log
+log=$dir/logs/$target.$$.log
 mkdir -p "$work" "$crashes" "$dir/logs" || exit 1
 corpora=("$work")
 for d in "$dir/corpus/seeds/$target" "$here/regressions/$target"; do
@@ -60,6 +63,9 @@ cov=$(sed -nE 's/.* cov: ([0-9]+) ft: ([0-9]+).*/cov: \1 ft: \2/p' <<<"$last")
 execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -n 1)
 summary="fuzz $target: ${elapsed}s, ${cov:-no coverage line}, ${execs:-?} executions, exit $rc"
 echo "$summary" | tee "$dir/logs/$target.summary"
+ln -sfn "$(basename "$log")" "$dir/logs/$target.log"
+# shellcheck disable=SC2012  # names are TARGET.PID.log: no odd characters
+ls -t "$dir/logs/$target".[0-9]*.log 2>/dev/null | tail -n +11 | xargs -r rm -f
 if [ "$rc" -ne 0 ]; then
   echo "fuzz $target: FAILED; the end of $log:"
   tail -n 60 "$log"
