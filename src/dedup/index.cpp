@@ -240,7 +240,11 @@ Status DedupIndex::visit_sorted(std::vector<std::pair<uint64_t, uint32_t>>& orde
     for (size_t k = 0; k < count; ++k) order[i + k].second = recs[k];
     i = j;
   }
-  for (const auto& [fp, rec] : order) {
+  // Records are read in hash order, at random places: fetch a few ahead.
+  constexpr size_t kPrefetchAhead = 8;
+  for (size_t k = 0; k < order.size(); ++k) {
+    if (k + kPrefetchAhead < order.size()) records_.prefetch(order[k + kPrefetchAhead].second);
+    const uint32_t rec = order[k].second;
     IndexEntry e;
     e.record = rec;
     QD_TRY(records_.read(rec, a.data(), &e.host_offset, &e.owner_guest_cluster));

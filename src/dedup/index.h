@@ -47,6 +47,14 @@ class RecordStore {
   // `max_bytes` (else does nothing), so that read() needs no I/O until
   // drop_loaded(). For visiting every record in an order of their own.
   Status load_all(size_t max_bytes);
+  // Asks the CPU to bring loaded record `n` into the cache (see load_all).
+  void prefetch(uint32_t n) const {
+    const uint64_t at = uint64_t{n} * record_size_;
+    if (at + record_size_ <= loaded_.size()) {
+      __builtin_prefetch(loaded_.data() + at);
+      __builtin_prefetch(loaded_.data() + at + record_size_ - 1);
+    }
+  }
   void drop_loaded();
 
  private:
