@@ -37,7 +37,10 @@ Status write_new_image(const std::string& path, const qcow2::CreateRequest& req)
   std::unique_ptr<io::PosixFile> file = std::move(opened).value();
   Status st;
   if (req.format == "raw") {
-    st = file->truncate(req.image.size);
+    // qemu-img rounds a raw image up to whole 512-byte sectors.
+    uint64_t size = 0;
+    st = align_up(req.image.size, 512, &size) ? file->truncate(size)
+                                              : invalid_argument("size too large");
     if (st) st = file->flush();
   } else {
     st = qcow2::create_image(*file, req.image);

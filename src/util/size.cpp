@@ -1,5 +1,6 @@
 #include "util/size.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 
@@ -7,31 +8,42 @@ namespace qdedup {
 
 Result<uint64_t> parse_size(std::string_view text) {
   const std::string bad = "invalid size '" + std::string(text) + "'";
-  if (text.empty()) return invalid_argument(bad);
   size_t i = 0;
+  // As QEMU's qemu_strtosz: strtoull's leading white space and '+' sign.
+  while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  if (i < text.size() && text[i] == '+') ++i;
+  // The integer part: decimal digits, at least one.
+  const size_t digits = i;
   uint64_t whole = 0;
-  bool any_digit = false;
   while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
     uint64_t d = static_cast<uint64_t>(text[i] - '0');
     if (whole > (UINT64_MAX - d) / 10) return invalid_argument(bad);
     whole = whole * 10 + d;
-    any_digit = true;
     ++i;
   }
+  if (i == digits) return invalid_argument(bad);
   double frac = 0.0;
-  bool has_frac = false;
-  if (i < text.size() && text[i] == '.') {
-    has_frac = true;
+  if (i - digits == 1 && whole == 0 && i < text.size() && (text[i] == 'x' || text[i] == 'X')) {
+    // "0x..." is hexadecimal, without a fraction.
+    const size_t hex = ++i;
+    while (i < text.size() && std::isxdigit(static_cast<unsigned char>(text[i]))) {
+      const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+      const uint64_t d = static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+      if (whole > (UINT64_MAX - d) / 16) return invalid_argument(bad);
+      whole = whole * 16 + d;
+      ++i;
+    }
+    if (i == hex || (i < text.size() && text[i] == '.')) return invalid_argument(bad);
+  } else if (i < text.size() && text[i] == '.') {
+    // A fraction, perhaps without digits ("1.k").
     ++i;
     double scale = 0.1;
     while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
       frac += scale * (text[i] - '0');
       scale /= 10;
-      any_digit = true;
       ++i;
     }
   }
-  if (!any_digit) return invalid_argument(bad);
   unsigned shift = 0;
   if (i < text.size()) {
     switch (text[i]) {
@@ -47,10 +59,11 @@ Result<uint64_t> parse_size(std::string_view text) {
     ++i;
   }
   if (i != text.size()) return invalid_argument(bad);
-  if (has_frac && shift == 0) return invalid_argument(bad);
+  // A fraction of a byte is refused; "1.0" and "1.0b" are one byte.
+  if (frac != 0.0 && shift == 0) return invalid_argument(bad);
   if (shift > 0 && whole > (UINT64_MAX >> shift)) return invalid_argument(bad);
   uint64_t value = whole << shift;
-  if (has_frac) {
+  if (frac != 0.0) {
     // qemu-img rounds to the nearest byte, halves up.
     double extra = std::floor(frac * std::ldexp(1.0, static_cast<int>(shift)) + 0.5);
     uint64_t e = static_cast<uint64_t>(extra);

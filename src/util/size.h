@@ -9,9 +9,12 @@
 
 namespace qdedup {
 
-// Parses a size with qemu-img's suffixes: none or B (bytes), k/K, M, G, T, P,
-// E (powers of 1024). A decimal fraction is allowed with a suffix ("1.5G").
-// Rejects negative values, garbage and values above INT64_MAX.
+// Parses a size as qemu-img (qemu_strtosz) does: leading white space and
+// '+', a decimal integer or "0x" and hexadecimal digits, then for decimal an
+// optional fraction ("1.5G"; without a suffix only a zero one, "1.0"), and a
+// suffix: none or B (bytes), k/K, M, G, T, P, E (powers of 1024). A fraction
+// is rounded to the nearest byte. Rejects negative values, garbage and values
+// above INT64_MAX.
 Result<uint64_t> parse_size(std::string_view text);
 
 // Formats like QEMU's size_to_str(): three significant digits, IEC units

@@ -62,9 +62,28 @@ TEST_CASE("parse_size rounds a fractional byte count to the nearest byte, as qem
   CHECK(parsed("2.675M") == 2804941);  // 2804940.8
 }
 
+TEST_CASE("parse_size reads what qemu_strtosz reads around the edges", "[util][size]") {
+  // Checked with `qemu-io -f raw -c "write 0 SIZE"` (qemu-io 7.2 prints the
+  // parsed byte count; qemu-img create rounds raw sizes up to 512).
+  CHECK(parsed(" 12") == 12);     // strtoull's leading white space
+  CHECK(parsed("+5") == 5);       // and sign
+  CHECK(parsed("010") == 10);     // decimal, not octal
+  CHECK(parsed("07k") == 7168);
+  CHECK(parsed("0x10") == 16);    // hexadecimal after "0x"
+  CHECK(parsed("0X1f") == 31);
+  CHECK(parsed("0x10k") == 16384);  // deprecated in QEMU, still accepted by 7.2
+  CHECK(parsed("1.") == 1);       // a fraction of zero needs no suffix
+  CHECK(parsed("1.0") == 1);
+  CHECK(parsed("1.0b") == 1);
+  CHECK(parsed("1.k") == 1024);
+  CHECK(parsed("1.00049k") == 1025);  // 1024.50176, rounded half up
+  CHECK(parsed("1.0004k") == 1024);
+}
+
 TEST_CASE("parse_size rejects empty, negative and malformed sizes", "[util][size]") {
   for (const char* bad :
-       {"", "-1", "1X", "X", "1KB", "1k5", "1e3", "k", ".", "1 ", "1.5", "1.5B", "--1", "+-1"}) {
+       {"", "-1", "1X", "X", "1KB", "1k5", "1e3", "k", ".", "1 ", "1.5", "1.5B", "--1", "+-1",
+        ".5k", "1 k", "0x", "0x1.8k", "0x10.5k", "00x10", "1.5e3", " ", "+", "0.5", "1.25b"}) {
     INFO("input: \"" << bad << "\"");
     auto r = parse_size(bad);
     REQUIRE_FALSE(r.is_ok());
