@@ -2,7 +2,8 @@
 # qdedup reads what QEMU writes. A matrix of images made by qemu-img create, qemu-io and
 # qemu-img convert (cluster sizes, refcount widths, compat levels, compressed clusters in
 # both compression types, extended L2 entries, zero clusters, internal snapshots, lazy
-# refcounts, bitmaps, preallocation, backing chains). For each image:
+# refcounts, bitmaps, preallocation, backing chains, an empty backing file name). For
+# each image:
 #   - `qdedup info` equals `qemu-img info`, as JSON (whole objects after jq -S, nothing
 #     deleted: actual-size is st_blocks * 512 in both) and as human text;
 #   - the guest data qdedup reads (testtool dump) equals `qemu-img convert -O raw`;
@@ -300,5 +301,15 @@ head -c 1000001 chain/img/base.raw >odd.raw
 qemu-img create -q -f qcow2 -o cluster_size=4096 -b odd.raw -F raw odd-top.qcow2 2M
 qio odd-top.qcow2 "write -P 0xf5 999000 100"
 verify_chain odd-top.qcow2 "raw base of 1000001 bytes"
+
+# A backing_file_offset with a backing_file_size of 0 (the header bytes 16-19 zeroed):
+# QEMU reads that as no backing file, and so must qdedup. The backing data written
+# before no longer shows; qemu-io can still write the image.
+qemu-img create -q -f qcow2 -o cluster_size=65536 -b small-base.qcow2 -F qcow2 empty-name.qcow2 4M
+qio empty-name.qcow2 "write -P 0xf6 65536 100"
+printf '\0\0\0\0' | dd of=empty-name.qcow2 bs=1 seek=16 conv=notrunc status=none
+verify empty-name.qcow2 "backing_file_offset set, backing_file_size 0"
+qio empty-name.qcow2 "write -P 0xf7 0 100"
+verify empty-name.qcow2 "backing_file_size 0, after a qemu-io write"
 
 finish
