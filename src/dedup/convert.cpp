@@ -92,7 +92,10 @@ Status open_target(const ConvertOptions& o, uint64_t size, Target& t) {
   QD_ASSIGN_OR_RETURN(auto posix, io::PosixFile::open(t.tmp_path, oo));
   // Nobody sees the new file before the rename: the write path's ordering
   // flushes are pointless there. One sync before the rename is enough.
-  auto unsynced = std::make_unique<io::UnsyncedFile>(std::move(posix));
+  // A qcow2 target is written front to back without holes: its blocks are
+  // reserved ahead (half the cost of the writes on ext4); a raw one stays sparse.
+  auto unsynced =
+      std::make_unique<io::UnsyncedFile>(std::move(posix), o.target_format != "raw");
   t.unsynced = unsynced.get();
   std::unique_ptr<io::File> f = std::move(unsynced);
   if (o.target_format == "raw") {

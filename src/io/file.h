@@ -37,6 +37,16 @@ class File {
   virtual Status punch_hole(uint64_t offset, uint64_t len) = 0;
   // Bytes the file occupies on its device (st_blocks * 512 for POSIX).
   virtual Result<uint64_t> allocated_size() { return size(); }
+  // A hint that [offset, offset + len) will be written soon. Where reserving
+  // the blocks first makes those writes cheaper, they are reserved, without
+  // changing the file's size (truncate() to the size releases what lies
+  // beyond it). Returns false when nothing was reserved; later calls would
+  // not reserve either. Never an error: the writes report any.
+  virtual bool reserve(uint64_t offset, uint64_t len) {
+    (void)offset;
+    (void)len;
+    return false;
+  }
 
   // Reads exactly buf.size() bytes; a short read is a Corruption naming `what`.
   Status read_exact(uint64_t offset, std::span<uint8_t> buf, const char* what);

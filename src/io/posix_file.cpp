@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -215,6 +216,21 @@ Status PosixFile::punch_hole(uint64_t offset, uint64_t len) {
     off += n;
   }
   return Status::ok();
+}
+
+bool PosixFile::reserve(uint64_t offset, uint64_t len) {
+  if (reserve_ == Reserve::kUnknown) {
+    struct statfs fs;
+    constexpr long kExt4Magic = 0xEF53;  // EXT4_SUPER_MAGIC (also ext2/3)
+    reserve_ = ::fstatfs(fd_, &fs) == 0 && fs.f_type == kExt4Magic ? Reserve::kYes : Reserve::kNo;
+  }
+  if (reserve_ == Reserve::kNo) return false;
+  if (::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(len)) != 0) {
+    reserve_ = Reserve::kNo;  // not supported, or no space to spare: plain writes
+    return false;
+  }
+  return true;
 }
 
 Result<FileExtent> PosixFile::extent_at(uint64_t offset) {

@@ -48,6 +48,10 @@ class PosixFile : public File {
   Status truncate(uint64_t size) override;
   Status punch_hole(uint64_t offset, uint64_t len) override;
   Result<uint64_t> allocated_size() override;
+  // fallocate(FALLOC_FL_KEEP_SIZE) on ext4, where a buffered write into
+  // reserved blocks skips delayed allocation's per-block work (half the
+  // system time of a large sequential write, measured); elsewhere nothing.
+  bool reserve(uint64_t offset, uint64_t len) override;
 
   // The run of data or hole starting at `offset` (lseek SEEK_DATA/SEEK_HOLE,
   // as QEMU's file-posix block status). Past the end of the file: a hole
@@ -63,6 +67,7 @@ class PosixFile : public File {
 
   std::string path_;
   int fd_ = -1;
+  enum class Reserve { kUnknown, kYes, kNo } reserve_ = Reserve::kUnknown;
 };
 
 // Removes a file; errors are ignored (used to clean up after a failed create).

@@ -7,6 +7,32 @@ namespace qdedup::io {
 
 namespace {
 constexpr size_t kGatherBytes = 1u << 20;
+// Blocks reserved at a time ahead of the writes.
+constexpr uint64_t kReserveStep = 64ull << 20;
+}  // namespace
+
+void UnsyncedFile::reserve_up_to(uint64_t end) {
+  const uint64_t from = reserved_end_;
+  const uint64_t to = end + kReserveStep;
+  if (!inner_->reserve(from, to - from)) {
+    reserve_ahead_ = false;
+    return;
+  }
+  reserved_end_ = to;
+}
+
+Status UnsyncedFile::release_reserved() {
+  if (reserved_end_ == 0) return Status::ok();
+  QD_ASSIGN_OR_RETURN(uint64_t end, inner_->size());
+  reserved_end_ = 0;
+  // A truncate to the same size frees the blocks beyond it (ext4 does so
+  // explicitly for reserved ones); new reservations start again from 0.
+  return inner_->truncate(end);
+}
+
+Status UnsyncedFile::write_gathered() {
+  QD_TRY(write_pending());
+  return release_reserved();
 }
 
 Status UnsyncedFile::write_pending() {
@@ -17,6 +43,7 @@ Status UnsyncedFile::write_pending() {
 }
 
 Status UnsyncedFile::pwrite(uint64_t offset, std::span<const uint8_t> buf) {
+  if (reserve_ahead_ && offset + buf.size() > reserved_end_) reserve_up_to(offset + buf.size());
   bool appends = pending_size_ != 0 && offset == pending_start_ + pending_size_ &&
                  pending_size_ + buf.size() <= kGatherBytes;
   if (!appends) {
@@ -63,7 +90,7 @@ Result<uint64_t> UnsyncedFile::allocated_size() {
 }
 
 Status UnsyncedFile::sync_now() {
-  QD_TRY(write_pending());
+  QD_TRY(write_gathered());
   return inner_->flush();
 }
 

@@ -12,9 +12,14 @@
 
 namespace qdedup::io {
 
+// With `reserve_ahead`, the blocks ahead of the writes are reserved in steps
+// (File::reserve), for a file written front to back without holes (a qcow2
+// image, not a sparse raw one); what is left beyond the end is released by
+// write_gathered() and sync_now().
 class UnsyncedFile : public File {
  public:
-  explicit UnsyncedFile(std::unique_ptr<File> inner) : inner_(std::move(inner)) {}
+  explicit UnsyncedFile(std::unique_ptr<File> inner, bool reserve_ahead = false)
+      : inner_(std::move(inner)), reserve_ahead_(reserve_ahead) {}
   ~UnsyncedFile() override { (void)write_pending(); }
 
   const std::string& name() const override { return inner_->name(); }
@@ -29,10 +34,14 @@ class UnsyncedFile : public File {
   // Writes what is gathered and syncs: the one real flush.
   Status sync_now();
   // Writes what is gathered, without syncing.
-  Status write_gathered() { return write_pending(); }
+  Status write_gathered();
 
  private:
   Status write_pending();
+  // Reserves blocks up to at least `end`, and a step beyond.
+  void reserve_up_to(uint64_t end);
+  // Gives back the reserved blocks beyond the end of the file.
+  Status release_reserved();
   bool overlaps(uint64_t offset, uint64_t len) const {
     return pending_size_ != 0 && offset < pending_start_ + pending_size_ &&
            pending_start_ < offset + len;
@@ -42,6 +51,8 @@ class UnsyncedFile : public File {
   uint64_t pending_start_ = 0;
   size_t pending_size_ = 0;
   AlignedBuffer pending_;  // bytes for [pending_start_, +pending_size_)
+  bool reserve_ahead_ = false;
+  uint64_t reserved_end_ = 0;  // blocks below it are reserved or written
 };
 
 }  // namespace qdedup::io
