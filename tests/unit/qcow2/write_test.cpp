@@ -18,23 +18,7 @@
 namespace qdedup::qcow2 {
 namespace {
 
-using testsupport::close_and_verify;
-using testsupport::DiskModel;
-using testsupport::entry_of;
-using testsupport::host_of;
-using testsupport::new_image;
-using testsupport::open_image;
-using testsupport::Opened;
-using testsupport::options;
-using testsupport::pattern_cluster;
-using testsupport::refcheck;
-using testsupport::RefCheckReport;
-using testsupport::refcount_of;
-using testsupport::require_clean;
-using testsupport::require_ok;
-using testsupport::require_qemu_check_clean;
-using testsupport::require_reads;
-using testsupport::stored_refcount;
+using namespace testsupport;  // write_checks.h
 
 // A workload using every write primitive; `can_link` is false for 1-bit
 // refcounts.
