@@ -76,6 +76,8 @@ Status UnsyncedFile::truncate(uint64_t size) {
   // full writeback at close even in "unsafe" mode.
   QD_ASSIGN_OR_RETURN(uint64_t current, inner_->size());
   if (current == size) return Status::ok();
+  // A shrink frees the reserved blocks beyond the new end too.
+  if (size < current) reserved_end_ = std::min(reserved_end_, size);
   return inner_->truncate(size);
 }
 

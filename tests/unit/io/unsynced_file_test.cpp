@@ -72,6 +72,32 @@ TEST_CASE("UnsyncedFile writes what it gathers, in order, and reads it back",
   CHECK(got == image);
 }
 
+TEST_CASE("UnsyncedFile reserves again after a shrink freed its reservation", "[io][unsynced]") {
+  ScratchDir dir;
+  REQUIRE(!dir.path().empty());
+  auto posix = new_file(dir.file("image"));
+  if (!posix->reserve(0, 4096)) {
+    WARN("this file system reserves nothing: nothing to check");
+    return;
+  }
+  PosixFile* inner = posix.get();
+  UnsyncedFile f(std::move(posix), /*reserve_ahead=*/true);
+  const auto image = pattern(4 << 20, 3);
+  REQUIRE(f.pwrite(0, image).is_ok());
+  // The shrink (ext4 frees every block past the new end, reserved ones too)
+  // happens while the reservation is held; the next write must reserve anew.
+  const uint64_t half = image.size() / 2;
+  REQUIRE(f.truncate(half).is_ok());
+  REQUIRE(f.pwrite(half, std::span<const uint8_t>(image.data(), 4096)).is_ok());
+  auto a = inner->allocated_size();
+  REQUIRE(a.is_ok());
+  CHECK(*a > (uint64_t{64} << 20));
+  REQUIRE(f.write_gathered().is_ok());
+  a = inner->allocated_size();
+  REQUIRE(a.is_ok());
+  CHECK(*a <= half + 2 * 4096);
+}
+
 TEST_CASE("UnsyncedFile reserves ahead on ext4 and gives the rest back at the end",
           "[io][unsynced]") {
   ScratchDir dir;
@@ -110,6 +136,7 @@ TEST_CASE("UnsyncedFile reserves ahead on ext4 and gives the rest back at the en
     std::vector<uint8_t> got(image.size());
     REQUIRE(inner->pread(0, got).is_ok());
     CHECK(got == image);
+
   }
   if (!reserves) WARN("this file system reserves nothing: the reservation checks were skipped");
 }
