@@ -69,15 +69,17 @@ Result<qcow2::CreateOptions> target_create_options(const ConvertOptions& o, uint
 
 Status open_target(const ConvertOptions& o, uint64_t size, Target& t) {
   if (o.existing_target) {
-    io::OpenOptions oo{.writable = true, .require_regular = false, .lock = io::LockMode::kWrite};
-    QD_ASSIGN_OR_RETURN(auto f, io::PosixFile::open(o.target, oo));
     if (o.target_format == "raw") {
-      t.raw = std::move(f);
+      io::OpenOptions oo{.writable = true, .require_regular = false, .lock = io::LockMode::kWrite};
+      QD_ASSIGN_OR_RETURN(t.raw, io::PosixFile::open(o.target, oo));
       return Status::ok();
     }
-    QD_ASSIGN_OR_RETURN(t.image, qcow2::Image::open(std::move(f), qcow2::ImageOptions{true}));
+    // With its backing chain: a cluster the source only partly covers keeps
+    // what the target shows past the source's end, backing file included.
+    qcow2::OpenRequest req{.path = o.target, .format = "qcow2", .writable = true};
+    QD_ASSIGN_OR_RETURN(t.image, qcow2::open_qcow2(req));
     if (t.image->virtual_size() < size) {
-      return invalid_argument("target is smaller (" + std::to_string(t.image->virtual_size()) +
+      return invalid_argument(o.target + ": target is smaller (" + std::to_string(t.image->virtual_size()) +
                               " bytes) than the source (" + std::to_string(size) + " bytes)");
     }
     return Status::ok();
@@ -197,6 +199,10 @@ class Converter {
       QD_ASSIGN_OR_RETURN(ext, find_dedup_extension(t_.image->header()));
     }
     if (!ext && o_.create.dedup == "off") return Status::ok();
+    // The index's autoclear bit needs a version 3 header (-n into a v2 image).
+    if (t_.image->header().version < 3) {
+      return invalid_argument("dedup needs compat=1.1 (qcow2 version 3)");
+    }
     HashAlgorithm algo;
     bool verify;
     if (ext) {
@@ -257,6 +263,25 @@ class Converter {
           b.state[i + kPrefetchAhead] == SourceBatch::kData) {
         writer_->index().prefetch(b.digests.data() + (i + kPrefetchAhead) * ds);
       }
+      std::span<const uint8_t> c(b.data.data() + i * cs, cs);
+      if (o_.existing_target && (i + 1) * cs > b.bytes &&
+          t_.image->virtual_size() > b.offset + b.bytes) {
+        // The source ends inside a cluster the target goes on past: only the
+        // source's part is written, the rest keeps what the target shows.
+        if (indexed_target_) QD_TRY(writer_->forget(gc));
+        const bool data = b.state[i] == SourceBatch::kData;
+        // A hole's bytes were never read.
+        std::vector<uint8_t> zeros(data ? 0 : cs, 0);
+        QD_TRY(t_.image->write(gc * cs, (data ? c : std::span<const uint8_t>(zeros))
+                                            .first(b.bytes - i * cs)));
+        if (data) {
+          if (writer_) writer_->note_partial_cluster();
+          ++r_.clusters_written;
+        } else {
+          ++r_.zero_clusters;
+        }
+        continue;
+      }
       if (b.state[i] != SourceBatch::kData) {
         ++r_.zero_clusters;
         if (o_.existing_target) {
@@ -265,7 +290,6 @@ class Converter {
         }
         continue;
       }
-      std::span<const uint8_t> c(b.data.data() + i * cs, cs);
       if (!writer_) {
         QD_TRY(t_.image->write_cluster(gc, c));
         ++r_.clusters_written;
@@ -334,7 +358,9 @@ Result<ConvertReport> convert(const ConvertOptions& o) {
   r.target = o.target;
   r.target_format = o.target_format;
   Target t;
-  Status st = open_target(o, src.size(), t).with_prefix(o.target);
+  Status st = open_target(o, src.size(), t);
+  // The chain opener names the file at fault itself (the target or a backing file).
+  if (!(o.existing_target && o.target_format == "qcow2")) st = st.with_prefix(o.target);
   if (st) {
     Converter c(o, src, t, r);
     st = c.run();

@@ -181,7 +181,9 @@ Status Image::zero_cluster(uint64_t guest_cluster) {
     z.bitmap = kBitmapAllZero;
   } else if (g_.version >= 3) {
     z.word = kOflagZero;
-  } else if (backing_ != nullptr) {
+  } else if (header_.has_backing()) {
+    // v2 has no zero flag, and an unallocated cluster would show the backing
+    // file (opened or not): write the zeros.
     std::vector<uint8_t> zeros(g_.cluster_size, 0);
     return write_cluster(guest_cluster, zeros);
   }
@@ -362,6 +364,8 @@ Status Image::rewrite_header(const Header& h) {
 
 Status Image::set_autoclear(uint64_t bits) {
   if (!writable_) return invalid_argument("image is open read-only");
+  // A version 2 header ends before the autoclear field.
+  if (header_.version < 3) return invalid_argument("autoclear bits need a version 3 image");
   header_.autoclear_features |= bits;
   uint8_t b[8];
   store_be64(b, header_.autoclear_features);

@@ -210,6 +210,43 @@ TEST_CASE("compat 0.10 zero_cluster without a backing file unallocates", "[qcow2
   require_qemu_check_clean(o.bytes());
 }
 
+
+// The image names a backing file that is not opened (convert -n opens the
+// target alone): an unallocated cluster would show the backing file's data to
+// QEMU, so the zeros must be written.
+TEST_CASE("compat 0.10 zero_cluster with a backing file writes zeros, opened or not",
+          "[qcow2][write][v2]") {
+  CreateOptions c = options(1 << 20);
+  c.version = 2;
+  c.backing_file = "base.qcow2";
+  c.backing_format = "qcow2";
+  Opened o = open_image(new_image(c));
+  Image& img = *o.img;
+  REQUIRE(img.backing() == nullptr);
+  require_ok(img.write_cluster(1, pattern_cluster(65536, 1)));
+  require_ok(img.flush());
+  require_ok(img.zero_cluster(1));  // allocated: its data becomes zeros
+  require_ok(img.zero_cluster(3));  // never allocated: now allocated, zeros
+  for (uint64_t gc : {1, 3}) {
+    L2Entry e = entry_of(img, gc);
+    REQUIRE(e.type(img.geometry()) == ClusterType::kNormal);
+    std::vector<uint8_t> got(65536, 0xff);
+    require_ok(img.file().read_or_zero(e.host_offset(), got));
+    REQUIRE(std::all_of(got.begin(), got.end(), [](uint8_t b) { return b == 0; }));
+  }
+  require_ok(img.close());
+}
+
+TEST_CASE("set_autoclear refuses a version 2 image, whose header has no such field",
+          "[qcow2][write][v2]") {
+  CreateOptions c = options(1 << 20);
+  c.version = 2;
+  Opened o = open_image(new_image(c));
+  const std::vector<uint8_t> before = o.bytes();
+  Status st = o.img->set_autoclear(uint64_t{1} << 62);
+  REQUIRE(st.code() == StatusCode::kInvalidArgument);
+  REQUIRE(o.bytes() == before);
+}
 TEST_CASE("extended L2 entries: whole clusters allocated, zero clusters by bitmap",
           "[qcow2][write][extended_l2]") {
   CreateOptions c = options(1 << 20);
