@@ -53,8 +53,8 @@ ordered_json dedup_json(const DedupInfo& d) {
     return j;
   }
   const dedup::DedupExtension& e = *d.ext;
-  auto algo = dedup::hash_from_id(e.hash_algorithm);
-  j["hash"] = algo ? dedup::hash_name(*algo) : "unknown";
+  auto algo = hash::hash_from_id(e.hash_algorithm);
+  j["hash"] = algo ? hash::hash_name(*algo) : "unknown";
   j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
   j["index-valid"] = d.index_valid;
   j["index-entries"] = e.index_entries;

@@ -9,7 +9,7 @@
 
 #include "dedup/convert_source.h"
 #include "dedup/dedup_writer.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 #include "dedup/index_io.h"
 #include "io/posix_file.h"
 #include "io/unsynced_file.h"
@@ -203,25 +203,25 @@ class Converter {
     if (t_.image->header().version < 3) {
       return invalid_argument("dedup needs compat=1.1 (qcow2 version 3)");
     }
-    HashAlgorithm algo;
+    hash::HashAlgorithm algo;
     bool verify;
     if (ext) {
-      algo = *hash_from_id(ext->hash_algorithm);
+      algo = *hash::hash_from_id(ext->hash_algorithm);
       verify = (ext->flags & kDedupFlagVerify) != 0;
     } else {
-      QD_ASSIGN_OR_RETURN(algo, parse_hash_name(o_.create.dedup));
+      QD_ASSIGN_OR_RETURN(algo, hash::parse_hash_name(o_.create.dedup));
       verify = o_.create.dedup_verify == "on";
     }
-    if (!is_collision_resistant(algo) && !verify) {
-      return invalid_argument(std::string("dedup=") + hash_name(algo) +
+    if (!hash::is_collision_resistant(algo) && !verify) {
+      return invalid_argument(std::string("dedup=") + hash::hash_name(algo) +
                               " is not collision resistant: it needs dedup_verify=on");
     }
     QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(io::directory_of(o_.target)));
     writer_ = std::make_unique<DedupWriter>(
         *t_.image, DedupConfig{algo, verify, ext ? ext->refcount_cap : 0}, std::move(scratch));
-    pool_ = std::make_unique<HashPool>(
+    pool_ = std::make_unique<hash::HashPool>(
         algo, o_.threads ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
-    r_.hash = hash_name(algo);
+    r_.hash = hash::hash_name(algo);
     if (o_.existing_target) QD_TRY(open_existing_index(ext));
     return Status::ok();
   }
@@ -344,7 +344,7 @@ class Converter {
   Target& t_;
   ConvertReport& r_;
   std::unique_ptr<DedupWriter> writer_;
-  std::unique_ptr<HashPool> pool_;
+  std::unique_ptr<hash::HashPool> pool_;
 };
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 #include "io/aligned_buffer.h"
 #include "qcow2/device.h"
 #include "util/status.h"
@@ -58,7 +58,7 @@ class SourceSet {
 struct SourceBatch {
   // Per-unit state.
   static constexpr uint8_t kData = 0;  // read; hashed when the reader hashes
-  static constexpr uint8_t kZero = HashPool::kZeroChunk;  // read, all zero
+  static constexpr uint8_t kZero = hash::HashPool::kZeroChunk;  // read, all zero
   static constexpr uint8_t kHole = 2;  // reads as zeros: not read, bytes undefined
 
   uint64_t offset = 0;  // guest offset of unit 0 (a multiple of the unit)
@@ -77,7 +77,7 @@ struct ReaderOptions {
   uint64_t batch_bytes = 0;    // a multiple of unit
   bool block_status = true;    // skip holes (false: read everything, as -S 0)
   bool detect_zero = false;    // mark all-zero units kZero
-  HashPool* pool = nullptr;    // hash the data units on all cores, or null
+  hash::HashPool* pool = nullptr;    // hash the data units on all cores, or null
 };
 
 // Reads the sources in order on its own thread, up to kDepth batches ahead of

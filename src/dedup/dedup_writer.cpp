@@ -14,8 +14,8 @@ DedupWriter::DedupWriter(qcow2::Image& image, const DedupConfig& config,
       config_(config),
       cap_(config.refcount_cap ? std::min(config.refcount_cap, image.geometry().refcount_max)
                                : image.geometry().refcount_max),
-      index_(std::move(scratch), digest_size(config.algorithm)),
-      hasher_(make_hasher(config.algorithm)) {}
+      index_(std::move(scratch), hash::digest_size(config.algorithm)),
+      hasher_(hash::make_hasher(config.algorithm)) {}
 
 Status DedupWriter::forget(uint64_t guest_cluster) {
   QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, image_.l2_entry(guest_cluster));
@@ -26,7 +26,7 @@ Status DedupWriter::forget(uint64_t guest_cluster) {
   if (rc > 1) return Status::ok();  // still shared after this write: content stays
   verify_buf_.resize(image_.geometry().cluster_size);
   QD_TRY(image_.file().read_or_zero(host, verify_buf_));
-  uint8_t h[kMaxDigestSize];
+  uint8_t h[hash::kMaxDigestSize];
   hasher_->hash(verify_buf_, h);
   QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(h));
   if (hit && hit->host_offset == host) {
@@ -141,7 +141,7 @@ Status DedupWriter::finish() {
   QD_TRY(image_.close());
   DedupExtension ext;
   ext.hash_algorithm = static_cast<uint32_t>(config_.algorithm);
-  ext.hash_size = static_cast<uint32_t>(digest_size(config_.algorithm));
+  ext.hash_size = static_cast<uint32_t>(hash::digest_size(config_.algorithm));
   ext.flags = config_.verify ? kDedupFlagVerify : 0;
   ext.refcount_cap = cap_;
   ext.counters = counters_;

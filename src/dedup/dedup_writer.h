@@ -9,14 +9,14 @@
 #include <span>
 
 #include "dedup/extension.h"
-#include "dedup/hash.h"
+#include "hash/hash.h"
 #include "dedup/index.h"
 #include "qcow2/image.h"
 
 namespace qdedup::dedup {
 
 struct DedupConfig {
-  HashAlgorithm algorithm = HashAlgorithm::kSha256;
+  hash::HashAlgorithm algorithm = hash::HashAlgorithm::kSha256;
   bool verify = false;        // compare bytes before sharing
   uint64_t refcount_cap = 0;  // 0: the refcount width's maximum
 };
@@ -59,7 +59,7 @@ class DedupWriter {
   DedupIndex index_;
   DedupCounters counters_;
   std::vector<uint8_t> verify_buf_;
-  std::unique_ptr<Hasher> hasher_;  // for forget(): one cluster at a time
+  std::unique_ptr<hash::Hasher> hasher_;  // for forget(): one cluster at a time
 };
 
 }  // namespace qdedup::dedup

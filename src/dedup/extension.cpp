@@ -46,7 +46,7 @@ Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes) {
                        " is not supported by this qdedup");
   }
   e.hash_algorithm = load_be32(p + 4);
-  auto algo = hash_from_id(e.hash_algorithm);
+  auto algo = hash::hash_from_id(e.hash_algorithm);
   if (!algo) {
     return unsupported("dedup hash algorithm id " + std::to_string(e.hash_algorithm) +
                        " is unknown to this qdedup");
@@ -54,9 +54,9 @@ Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes) {
   e.flags = load_be32(p + 8);
   if (e.flags & ~kDedupFlagVerify) return corruption("dedup extension: reserved flags set");
   e.hash_size = load_be32(p + 12);
-  if (e.hash_size != digest_size(*algo)) {
+  if (e.hash_size != hash::digest_size(*algo)) {
     return corruption("dedup extension: hash size " + std::to_string(e.hash_size) +
-                      " does not match " + hash_name(*algo));
+                      " does not match " + hash::hash_name(*algo));
   }
   e.index_offset = load_be64(p + 16);
   e.index_size = load_be64(p + 24);
@@ -98,10 +98,10 @@ std::array<uint8_t, 32> index_checksum(std::span<const uint8_t> index_bytes) {
   return out;
 }
 
-DedupExtension empty_dedup_extension(HashAlgorithm algorithm, bool verify, uint64_t refcount_cap) {
+DedupExtension empty_dedup_extension(hash::HashAlgorithm algorithm, bool verify, uint64_t refcount_cap) {
   DedupExtension e;
   e.hash_algorithm = static_cast<uint32_t>(algorithm);
-  e.hash_size = static_cast<uint32_t>(digest_size(algorithm));
+  e.hash_size = static_cast<uint32_t>(hash::digest_size(algorithm));
   e.flags = verify ? kDedupFlagVerify : 0;
   e.refcount_cap = refcount_cap;
   e.index_checksum = index_checksum({});
@@ -111,9 +111,9 @@ DedupExtension empty_dedup_extension(HashAlgorithm algorithm, bool verify, uint6
 Status apply_dedup_create_options(const std::string& dedup, bool verify, bool cluster_size_set,
                                   qcow2::CreateOptions& o) {
   if (dedup == "off") return Status::ok();
-  QD_ASSIGN_OR_RETURN(HashAlgorithm algo, parse_hash_name(dedup));
-  if (!is_collision_resistant(algo) && !verify) {
-    return invalid_argument(std::string("dedup=") + hash_name(algo) +
+  QD_ASSIGN_OR_RETURN(hash::HashAlgorithm algo, hash::parse_hash_name(dedup));
+  if (!hash::is_collision_resistant(algo) && !verify) {
+    return invalid_argument(std::string("dedup=") + hash::hash_name(algo) +
                             " is not collision resistant: it needs dedup_verify=on");
   }
   if (o.version < 3) return invalid_argument("dedup needs compat=1.1 (qcow2 version 3)");

@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "dedup/hash.h"
+#include "hash/hash.h"
 #include "qcow2/create.h"
 #include "qcow2/header.h"
 #include "util/status.h"
@@ -40,7 +40,7 @@ struct DedupCounters {
 
 struct DedupExtension {
   uint32_t ext_version = kExtDedupVersion;
-  uint32_t hash_algorithm = static_cast<uint32_t>(HashAlgorithm::kSha256);
+  uint32_t hash_algorithm = static_cast<uint32_t>(hash::HashAlgorithm::kSha256);
   uint32_t flags = 0;
   uint32_t hash_size = 32;
   uint64_t index_offset = 0;
@@ -59,7 +59,7 @@ Status validate_dedup_extension(const DedupExtension& e, uint64_t file_size,
                                 uint64_t cluster_size, uint64_t refcount_max);
 
 // The extension of an image with an empty (and valid) index.
-DedupExtension empty_dedup_extension(HashAlgorithm algorithm, bool verify, uint64_t refcount_cap);
+DedupExtension empty_dedup_extension(hash::HashAlgorithm algorithm, bool verify, uint64_t refcount_cap);
 // SHA-256 of the index bytes, as stored in index_checksum.
 std::array<uint8_t, 32> index_checksum(std::span<const uint8_t> index_bytes);
 

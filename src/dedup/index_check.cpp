@@ -11,7 +11,7 @@
 
 #include "dedup/dedup_writer.h"
 #include "dedup/extension.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 #include "dedup/index_io.h"
 #include "io/file_ref.h"
 #include "qcow2/format.h"
@@ -79,7 +79,7 @@ class IndexChecker {
   }
   void check_region(const DedupExtension& ext);
   Status check_entries(const DedupExtension& ext);
-  Status verify(const DedupExtension& ext, HashAlgorithm algo);
+  Status verify(const DedupExtension& ext, hash::HashAlgorithm algo);
 
   io::File& file_;
   qcow2::CheckAnalysis& a_;
@@ -110,7 +110,7 @@ void IndexChecker::run(const DedupExtension& ext) {
           std::to_string(ext.counters.index_entries_added) + ")");
   }
   if (o_.verify_hashes && r_.errors == 0) {
-    auto algo = hash_from_id(ext.hash_algorithm);
+    auto algo = hash::hash_from_id(ext.hash_algorithm);
     if (Status s = verify(ext, *algo); !s) {
       ++r_.check_errors;
       if (o_.log) o_.log("ERROR could not verify the dedup index: " + s.message());
@@ -200,11 +200,11 @@ Status IndexChecker::check_entries(const DedupExtension& ext) {
 // Rehashes every indexed cluster, chunk by chunk, in host order: contiguous
 // clusters are read with one pread, and the next batch is read while the
 // current one is hashed.
-Status IndexChecker::verify(const DedupExtension& ext, HashAlgorithm algo) {
+Status IndexChecker::verify(const DedupExtension& ext, hash::HashAlgorithm algo) {
   const uint64_t cs = a_.g.cluster_size;
   const uint64_t hs = ext.hash_size;
   const uint64_t es = index_entry_size(hs);
-  HashPool pool(algo, thread_count(o_.threads));
+  hash::HashPool pool(algo, thread_count(o_.threads));
   const uint64_t per_batch = std::max<uint64_t>((4u << 20) / cs, 1);
   std::vector<uint8_t> buf, digests(per_batch * hs);
   std::vector<uint8_t> data[2] = {std::vector<uint8_t>(per_batch * cs),
@@ -275,7 +275,7 @@ DedupCheckResult check_dedup(io::File& file, qcow2::CheckAnalysis& a,
   const DedupExtension& ext = **found;
   r.present = true;
   r.entries = ext.index_entries;
-  if (auto algo = hash_from_id(ext.hash_algorithm)) r.hash = hash_name(*algo);
+  if (auto algo = hash::hash_from_id(ext.hash_algorithm)) r.hash = hash::hash_name(*algo);
   if (!(a.header.autoclear_features & kAutoclearDedupIndex)) {
     r.state = "stale";
     return r;
@@ -291,13 +291,13 @@ Status rebuild_dedup_index(io::File& file, std::unique_ptr<io::File> scratch, un
                                                      qcow2::ImageOptions{.writable = true}));
   QD_ASSIGN_OR_RETURN(std::optional<DedupExtension> ext, find_dedup_extension(image->header()));
   if (!ext) return invalid_argument("the image has no dedup extension");
-  auto algo = hash_from_id(ext->hash_algorithm);
+  auto algo = hash::hash_from_id(ext->hash_algorithm);
   if (!algo) return unsupported("unknown dedup hash algorithm id " + std::to_string(ext->hash_algorithm));
   DedupWriter writer(*image,
                      DedupConfig{*algo, (ext->flags & kDedupFlagVerify) != 0, ext->refcount_cap},
                      std::move(scratch));
   writer.set_counters(ext->counters);
-  HashPool pool(*algo, thread_count(threads));
+  hash::HashPool pool(*algo, thread_count(threads));
   // Whoever made the index stale may have left COPIED flags off.
   image->audit_copied_on_close();
   QD_TRY(rebuild_index(*image, pool, writer.refcount_cap(), writer.mutable_index()));

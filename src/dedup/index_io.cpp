@@ -67,7 +67,7 @@ Status load_index(qcow2::Image& image, const DedupExtension& ext, DedupIndex& in
   return Status::ok();
 }
 
-Status rebuild_index(qcow2::Image& image, HashPool& pool, uint64_t refcount_cap,
+Status rebuild_index(qcow2::Image& image, hash::HashPool& pool, uint64_t refcount_cap,
                      DedupIndex& index) {
   const qcow2::Geometry& g = image.geometry();
   const uint64_t cs = g.cluster_size;

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "dedup/extension.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 #include "dedup/index.h"
 #include "qcow2/image.h"
 
@@ -18,7 +18,7 @@ Status load_index(qcow2::Image& image, const DedupExtension& ext, DedupIndex& in
 // Fills `index` (which must be empty) by hashing every data cluster mapped by
 // the active L1 table whose refcount is below `refcount_cap`. The first guest
 // cluster seen for a hash becomes the entry's owner.
-Status rebuild_index(qcow2::Image& image, HashPool& pool, uint64_t refcount_cap,
+Status rebuild_index(qcow2::Image& image, hash::HashPool& pool, uint64_t refcount_cap,
                      DedupIndex& index);
 
 }  // namespace qdedup::dedup

@@ -14,7 +14,7 @@
 #include <span>
 
 #include "dedup/extension.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 #include "dedup/index.h"
 #include "dedup/index_io.h"
 #include "fuzz_support.h"
@@ -54,7 +54,7 @@ void fuzz_image(const uint8_t* data, size_t size) {
   fuzz::expect_message(found.status());
   if (!found || !*found) return;
   const dedup::DedupExtension& ext = **found;
-  auto algo = dedup::hash_from_id(ext.hash_algorithm);
+  auto algo = hash::hash_from_id(ext.hash_algorithm);
   if (!algo) fuzz::fuzz_fail("decoded extension with an unknown hash");
 
   dedup::DedupIndex loaded(std::make_unique<io::MemoryFile>("records"), ext.hash_size);
@@ -75,7 +75,7 @@ void fuzz_image(const uint8_t* data, size_t size) {
       g.guest_clusters * g.cluster_size > kMaxRebuildBytes) {
     return;
   }
-  dedup::HashPool pool(*algo, 1);
+  hash::HashPool pool(*algo, 1);
   dedup::DedupIndex rebuilt(std::make_unique<io::MemoryFile>("records"), pool.digest_size());
   uint64_t cap = ext.refcount_cap ? ext.refcount_cap : g.refcount_max;
   fuzz::expect_message(dedup::rebuild_index(*img, pool, cap, rebuilt));

@@ -28,10 +28,10 @@
 #include <thread>
 #include <vector>
 
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 
 using namespace qdedup;
-using namespace qdedup::dedup;
+using namespace qdedup;
 
 namespace {
 
@@ -71,19 +71,19 @@ double best_rate(const Options& opt, clockid_t clock, size_t bytes_per_trial, F 
 }
 
 struct Row {
-  HashAlgorithm algorithm;
+  hash::HashAlgorithm algorithm;
   size_t chunk;
   double one_thread_ram;
   double one_thread_cache;
   double all_threads_ram;
 };
 
-Row measure(const Options& opt, const std::vector<uint8_t>& buffer, HashAlgorithm algorithm,
+Row measure(const Options& opt, const std::vector<uint8_t>& buffer, hash::HashAlgorithm algorithm,
             size_t chunk) {
   Row row{algorithm, chunk, 0, 0, 0};
-  std::vector<uint8_t> digests((buffer.size() / chunk + 1) * kMaxDigestSize);
+  std::vector<uint8_t> digests((buffer.size() / chunk + 1) * hash::kMaxDigestSize);
 
-  HashPool single(algorithm, 1);
+  hash::HashPool single(algorithm, 1);
   row.one_thread_ram = best_rate(opt, CLOCK_PROCESS_CPUTIME_ID, buffer.size(),
                                  [&] { single.hash_chunks(buffer, chunk, digests.data()); });
 
@@ -95,7 +95,7 @@ Row measure(const Options& opt, const std::vector<uint8_t>& buffer, HashAlgorith
     }
   });
 
-  HashPool pool(algorithm, opt.threads);
+  hash::HashPool pool(algorithm, opt.threads);
   row.all_threads_ram = best_rate(opt, CLOCK_MONOTONIC, buffer.size(),
                                   [&] { pool.hash_chunks(buffer, chunk, digests.data()); });
   return row;
@@ -137,7 +137,7 @@ void print_report(const Options& opt, const std::vector<Row>& rows,
       opt.threads);
   std::printf("|---|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %s | %.0f | %.0f | %.0f | %.2fx |\n", hash_name(r.algorithm),
+    std::printf("| %s | %s | %.0f | %.0f | %.0f | %.2fx |\n", hash::hash_name(r.algorithm),
                 size_name(r.chunk).c_str(), r.one_thread_ram, r.one_thread_cache, r.all_threads_ram,
                 r.all_threads_ram / r.one_thread_ram);
   }
@@ -148,7 +148,7 @@ void print_report(const Options& opt, const std::vector<Row>& rows,
         "| ratio |\n|---:|---:|---:|---:|\n");
     for (const Row& r : rows) {
       auto it = opt.openssl_sha256_mbps.find(r.chunk);
-      if (r.algorithm != HashAlgorithm::kSha256 || it == opt.openssl_sha256_mbps.end()) continue;
+      if (r.algorithm != hash::HashAlgorithm::kSha256 || it == opt.openssl_sha256_mbps.end()) continue;
       std::printf("| %s | %.0f | %.0f | %.3f |\n", size_name(r.chunk).c_str(), r.one_thread_ram,
                   it->second, r.one_thread_ram / it->second);
     }
@@ -158,7 +158,7 @@ void print_report(const Options& opt, const std::vector<Row>& rows,
   std::printf(
       "\n| target (issue 5) | worst cluster size | measured | met |\n"
       "|---|---|---:|---|\n");
-  auto worst = [&](HashAlgorithm a, auto value) {
+  auto worst = [&](hash::HashAlgorithm a, auto value) {
     const Row* w = nullptr;
     for (const Row& r : rows) {
       if (r.algorithm == a && (w == nullptr || value(r) < value(*w))) w = &r;
@@ -166,12 +166,12 @@ void print_report(const Options& opt, const std::vector<Row>& rows,
     return w;
   };
   auto one_thread = [](const Row& r) { return r.one_thread_ram; };
-  if (const Row* w = worst(HashAlgorithm::kSkein, one_thread)) {
+  if (const Row* w = worst(hash::HashAlgorithm::kSkein, one_thread)) {
     std::printf("| skein >= 400 MB/s per core | %s | %.0f MB/s | %s |\n",
                 size_name(w->chunk).c_str(), w->one_thread_ram,
                 w->one_thread_ram >= 400 ? "yes" : "NO");
   }
-  if (const Row* w = worst(HashAlgorithm::kXxh3, one_thread)) {
+  if (const Row* w = worst(hash::HashAlgorithm::kXxh3, one_thread)) {
     std::printf("| xxh3 >= 10 GB/s per core | %s | %.0f MB/s | %s |\n", size_name(w->chunk).c_str(),
                 w->one_thread_ram, w->one_thread_ram >= 10000 ? "yes" : "NO");
   }
@@ -179,7 +179,7 @@ void print_report(const Options& opt, const std::vector<Row>& rows,
     auto it = opt.openssl_sha256_mbps.find(r.chunk);
     return it == opt.openssl_sha256_mbps.end() ? 1e9 : r.one_thread_ram / it->second;
   };
-  const Row* w = worst(HashAlgorithm::kSha256, vs_openssl);
+  const Row* w = worst(hash::HashAlgorithm::kSha256, vs_openssl);
   if (w != nullptr && vs_openssl(*w) < 1e9) {
     std::printf("| sha256 within 5%% of openssl speed | %s | ratio %.3f | %s |\n",
                 size_name(w->chunk).c_str(), vs_openssl(*w), vs_openssl(*w) >= 0.95 ? "yes" : "NO");
@@ -227,9 +227,9 @@ int main(int argc, char** argv) {
 
   const std::string load_before = load_average();
   std::vector<Row> rows;
-  for (HashAlgorithm algorithm : kAllHashAlgorithms) {
+  for (hash::HashAlgorithm algorithm : hash::kAllHashAlgorithms) {
     for (size_t chunk : kChunkSizes) {
-      std::fprintf(stderr, "measuring %s, %s clusters...\n", hash_name(algorithm),
+      std::fprintf(stderr, "measuring %s, %s clusters...\n", hash::hash_name(algorithm),
                    size_name(chunk).c_str());
       rows.push_back(measure(opt, buffer, algorithm, chunk));
     }

@@ -6,7 +6,7 @@
 //   hold IMAGE SECONDS      open IMAGE for writing (taking QEMU's locks) and wait
 //   hash ALGO FILE          hash FILE as one message, print the hex digest
 //   hash-pieces ALGO FILE CHUNK
-//                           hash FILE in CHUNK-byte pieces on all cores (HashPool) and
+//                           hash FILE in CHUNK-byte pieces on all cores (qdedup::hash::HashPool) and
 //                           one by one on one thread; exit 1 unless they agree
 #include <unistd.h>
 
@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "dedup/hash.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash.h"
+#include "hash/hash_pool.h"
 #include "io/posix_file.h"
 #include "qcow2/chain.h"
 #include "qcow2/image.h"
@@ -108,11 +108,11 @@ std::string hex_of(const uint8_t* p, size_t n) {
 }
 
 int hash_file(const std::string& algo_name, const std::string& path) {
-  auto algo = dedup::parse_hash_name(algo_name);
+  auto algo = qdedup::hash::parse_hash_name(algo_name);
   if (!algo) return fail(algo.status());
   auto data = read_all(path);
   if (!data) return fail(data.status());
-  auto h = dedup::make_hasher(*algo);
+  auto h = qdedup::hash::make_hasher(*algo);
   std::vector<uint8_t> out(h->digest_size());
   h->hash(*data, out.data());
   std::printf("%s\n", hex_of(out.data(), out.size()).c_str());
@@ -120,16 +120,16 @@ int hash_file(const std::string& algo_name, const std::string& path) {
 }
 
 int hash_pieces(const std::string& algo_name, const std::string& path, size_t chunk) {
-  auto algo = dedup::parse_hash_name(algo_name);
+  auto algo = qdedup::hash::parse_hash_name(algo_name);
   if (!algo) return fail(algo.status());
   auto data = read_all(path);
   if (!data) return fail(data.status());
   size_t pieces = (data->size() + chunk - 1) / chunk;
-  dedup::HashPool pool(*algo);
+  qdedup::hash::HashPool pool(*algo);
   const size_t ds = pool.digest_size();
   std::vector<uint8_t> parallel(pieces * ds), sequential(pieces * ds);
   pool.hash_chunks(*data, chunk, parallel.data());
-  auto h = dedup::make_hasher(*algo);
+  auto h = qdedup::hash::make_hasher(*algo);
   for (size_t i = 0; i < pieces; ++i) {
     size_t n = std::min(chunk, data->size() - i * chunk);
     h->hash(std::span<const uint8_t>(data->data() + i * chunk, n), sequential.data() + i * ds);

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "dedup/hash.h"
-#include "dedup/hash_pool.h"
+#include "hash/hash.h"
+#include "hash/hash_pool.h"
 #include "support/refcheck.h"
 #include "support/scratch_dir.h"
 
@@ -67,8 +67,8 @@ struct Tally {
 // and (with a pool) their digests. Returns how many units of each kind.
 Tally check_reader(SourceSet& src, ReaderOptions o) {
   const Bytes want = read_all(src);
-  std::unique_ptr<Hasher> hasher;
-  if (o.pool != nullptr) hasher = make_hasher(HashAlgorithm::kSha256);
+  std::unique_ptr<hash::Hasher> hasher;
+  if (o.pool != nullptr) hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
   SourceReader reader(src, o);
   REQUIRE(reader.start().is_ok());
   Tally t;
@@ -126,7 +126,7 @@ TEST_CASE("raw source: holes are skipped, data read, zeros detected", "[convert_
     CHECK(data->end > 256 * KiB);
   }
 
-  HashPool pool(HashAlgorithm::kSha256, 2);
+  hash::HashPool pool(hash::HashAlgorithm::kSha256, 2);
   ReaderOptions o;
   o.unit = 4 * KiB;
   o.batch_bytes = 128 * KiB;  // extents span batches
@@ -156,11 +156,11 @@ TEST_CASE("raw sources of odd sizes are concatenated", "[convert_source]") {
                    "raw", false)
               .is_ok());
   REQUIRE(src.size() == 5120 + 70 * KiB + 3 * KiB + 512);
-  HashPool pool(HashAlgorithm::kSha256, 3);
+  hash::HashPool pool(hash::HashAlgorithm::kSha256, 3);
   for (uint64_t unit : {uint64_t{512}, 4 * KiB, 64 * KiB}) {
     for (uint64_t batch_units : {uint64_t{3}, uint64_t{1000}}) {
       // With the pool, the large batches are hashed by all three threads.
-      for (HashPool* p : {static_cast<HashPool*>(nullptr), &pool}) {
+      for (hash::HashPool* p : {static_cast<hash::HashPool*>(nullptr), &pool}) {
         INFO("unit " << unit << ", batch units " << batch_units << (p ? ", pool" : ""));
         ReaderOptions o;
         o.unit = unit;
@@ -211,7 +211,7 @@ TEST_CASE("qcow2 source: zero and unallocated clusters through the backing chain
   CHECK(past_base->zero);
   CHECK(past_base->end == 600 * KiB);
 
-  HashPool pool(HashAlgorithm::kSha256, 2);
+  hash::HashPool pool(hash::HashAlgorithm::kSha256, 2);
   ReaderOptions o;
   o.unit = 4 * KiB;
   o.batch_bytes = 64 * KiB;

@@ -16,7 +16,7 @@ struct Fixture {
   io::MemoryFile mem{"dedup.qcow2"};
   std::unique_ptr<qcow2::Image> image;
   std::unique_ptr<DedupWriter> writer;
-  std::unique_ptr<Hasher> hasher = make_hasher(HashAlgorithm::kSha256);
+  std::unique_ptr<hash::Hasher> hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
 
   explicit Fixture(uint32_t refcount_order, uint64_t size = 1 << 20) {
     qcow2::CreateOptions o = ib::small_options(size, 12);

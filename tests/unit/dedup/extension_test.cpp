@@ -7,7 +7,7 @@ using namespace qdedup;
 using namespace qdedup::dedup;
 
 TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][extension]") {
-  DedupExtension e = empty_dedup_extension(HashAlgorithm::kSha256, true, 65535);
+  DedupExtension e = empty_dedup_extension(hash::HashAlgorithm::kSha256, true, 65535);
   e.index_offset = 1 << 20;
   e.index_entries = 3;
   e.index_size = 3 * 48;
@@ -29,7 +29,7 @@ TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][exte
 }
 
 TEST_CASE("dedup extension with an unknown hash id is refused by name", "[dedup][extension]") {
-  auto bytes = encode_dedup_extension(empty_dedup_extension(HashAlgorithm::kSha256, false, 15));
+  auto bytes = encode_dedup_extension(empty_dedup_extension(hash::HashAlgorithm::kSha256, false, 15));
   bytes[7] = 99;  // hash_algorithm = 99
   auto d = decode_dedup_extension(bytes);
   REQUIRE_FALSE(d.is_ok());
@@ -38,7 +38,7 @@ TEST_CASE("dedup extension with an unknown hash id is refused by name", "[dedup]
 }
 
 TEST_CASE("dedup extension rejects bad versions, lengths, flags and sizes", "[dedup][extension]") {
-  auto good = encode_dedup_extension(empty_dedup_extension(HashAlgorithm::kSha256, false, 15));
+  auto good = encode_dedup_extension(empty_dedup_extension(hash::HashAlgorithm::kSha256, false, 15));
   SECTION("short") { CHECK_FALSE(decode_dedup_extension(std::span(good).first(100)).is_ok()); }
   SECTION("version") {
     good[3] = 2;
@@ -55,7 +55,7 @@ TEST_CASE("dedup extension rejects bad versions, lengths, flags and sizes", "[de
 }
 
 TEST_CASE("validate_dedup_extension checks the index against the file", "[dedup][extension]") {
-  DedupExtension e = empty_dedup_extension(HashAlgorithm::kSha256, false, 65535);
+  DedupExtension e = empty_dedup_extension(hash::HashAlgorithm::kSha256, false, 65535);
   CHECK(validate_dedup_extension(e, 1 << 20, 4096, 65535).is_ok());
   e.index_entries = 10;
   e.index_size = 480;
@@ -82,7 +82,7 @@ TEST_CASE("index_checksum detects a changed index byte", "[dedup][extension]") {
 TEST_CASE("put_dedup_extension adds the extension and names the autoclear bit once",
           "[dedup][extension]") {
   qcow2::Header h;
-  DedupExtension e = empty_dedup_extension(HashAlgorithm::kSha256, false, 65535);
+  DedupExtension e = empty_dedup_extension(hash::HashAlgorithm::kSha256, false, 65535);
   put_dedup_extension(h, e);
   e.counters.clusters_deduplicated = 5;
   put_dedup_extension(h, e);

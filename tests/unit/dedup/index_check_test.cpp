@@ -30,7 +30,7 @@ Bytes dedup_image() {
   auto img = ib::open_borrowed(mem, true);
   REQUIRE(img.is_ok());
   DedupWriter w(**img, DedupConfig{}, std::make_unique<io::MemoryFile>("records"));
-  auto hasher = make_hasher(HashAlgorithm::kSha256);
+  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
   for (uint64_t c = 0; c < 7; ++c) {
     auto data = ib::pattern_bytes(4096, static_cast<uint32_t>(c < 6 ? c % 3 : 100 + c));
     uint8_t h[32];

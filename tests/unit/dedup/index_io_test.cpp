@@ -19,7 +19,7 @@ std::vector<uint8_t> deduplicated_image() {
   auto img = ib::open_borrowed(mem, true);
   REQUIRE(img.is_ok());
   DedupWriter w(**img, DedupConfig{}, std::make_unique<io::MemoryFile>("records"));
-  auto hasher = make_hasher(HashAlgorithm::kSha256);
+  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
   for (uint64_t c = 0; c < 6; ++c) {
     auto data = ib::pattern_bytes(4096, static_cast<uint32_t>(c % 3));
     uint8_t h[32];
@@ -44,7 +44,7 @@ TEST_CASE("load_index reads back what DedupWriter wrote", "[dedup][index_io]") {
   DedupIndex idx = empty_index();
   REQUIRE(load_index(**img, **ext, idx).is_ok());
   CHECK(idx.size() == 3);
-  auto hasher = make_hasher(HashAlgorithm::kSha256);
+  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
   for (uint32_t k = 0; k < 3; ++k) {
     auto data = ib::pattern_bytes(4096, k);
     uint8_t h[32];
@@ -111,11 +111,11 @@ TEST_CASE("rebuild_index of a stale image indexes every distinct data cluster", 
   }
   auto img = ib::open_borrowed(mem, false);
   REQUIRE(img.is_ok());
-  HashPool pool(HashAlgorithm::kSha256, 2);
+  hash::HashPool pool(hash::HashAlgorithm::kSha256, 2);
   DedupIndex idx = empty_index();
   REQUIRE(rebuild_index(**img, pool, 65535, idx).is_ok());
   CHECK(idx.size() == 4);
-  auto hasher = make_hasher(HashAlgorithm::kSha256);
+  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
   for (uint32_t k : {0u, 1u, 2u, 9u}) {
     auto data = ib::pattern_bytes(4096, k);
     uint8_t h[32];

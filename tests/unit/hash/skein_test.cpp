@@ -1,6 +1,6 @@
 // Skein-512 (Skein 1.3) against the published known answers and against an
 // independent implementation (Botan, when installed).
-#include "dedup/skein.h"
+#include "hash/skein.h"
 
 #include <catch2/catch.hpp>
 
@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "dedup/hash.h"
+#include "hash/hash.h"
 #include "support/scratch_dir.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 namespace {
 
 std::vector<uint8_t> from_hex(const std::string& hex) {
@@ -237,4 +237,4 @@ TEST_CASE("Skein-512-256 agrees with Botan on random messages", "[dedup][skein][
   }
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

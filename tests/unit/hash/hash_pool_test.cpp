@@ -1,6 +1,6 @@
 // HashPool: parallel hashing gives exactly the digests of hashing each chunk
 // in turn on one thread, for every algorithm, thread count and chunk size.
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 
 #include <catch2/catch.hpp>
 
@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 namespace {
 
 std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
@@ -264,9 +264,9 @@ TEST_CASE("HashPool with 0 threads works on the calling thread alone", "[dedup][
                          sequential_digests(HashAlgorithm::kSkein, data, 4096), 32) == "");
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 namespace {
 
 // A Hasher that counts its chunks; the caller's stalls on its first chunk
@@ -322,4 +322,4 @@ TEST_CASE("HashPool: the workers take over the share of a stalled caller", "[ded
 }
 
 }  // namespace
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

@@ -1,4 +1,4 @@
-#include "dedup/hash.h"
+#include "hash/hash.h"
 
 #include <openssl/evp.h>
 #include <xxhash.h>
@@ -14,10 +14,10 @@
 #include <new>
 #include <utility>
 
-#include "dedup/sha256_x2.h"
-#include "dedup/skein.h"
+#include "hash/sha256_x2.h"
+#include "hash/skein.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 namespace {
 
@@ -270,4 +270,4 @@ bool is_collision_resistant(HashAlgorithm algorithm) {
   return algorithm != HashAlgorithm::kXxh3;
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

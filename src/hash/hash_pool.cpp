@@ -1,4 +1,4 @@
-#include "dedup/hash_pool.h"
+#include "hash/hash_pool.h"
 
 #include <algorithm>
 #include <cassert>
@@ -6,7 +6,7 @@
 
 #include "util/zero.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 namespace {
 
@@ -162,4 +162,4 @@ void HashPool::hash_granules(Hasher& hasher, const Batch& batch) {
   }
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

@@ -1,11 +1,11 @@
-#include "dedup/skein.h"
+#include "hash/skein.h"
 
 #include <bit>
 #include <cassert>
 #include <cstring>
 #include <utility>
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 namespace {
 
@@ -178,4 +178,4 @@ void Skein512::hash(std::span<const uint8_t> message, uint8_t* out) const {
   std::memcpy(out, bytes, output_bytes_);
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

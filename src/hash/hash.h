@@ -1,16 +1,16 @@
 // Cluster hashes for deduplication, behind one small interface.
 //
 // A Hasher is one thread's reusable hashing context: no allocation per call,
-// not thread-safe (make one per thread; src/dedup/hash_pool.h hashes batches
+// not thread-safe (make one per thread; src/hash/hash_pool.h hashes batches
 // on all cores). Algorithm ids are stored in the dedup header extension
 // (docs/format.md, section 3): never renumber.
 //
 //   sha256   SHA-256 (FIPS 180-4) from OpenSSL, which uses the CPU's SHA
 //            extensions where present; pairs of equal-length inputs with
 //            this project's two-stream SHA extensions code
-//            (src/dedup/sha256_x2.h) where the CPU has them.
+//            (src/hash/sha256_x2.h) where the CPU has them.
 //   skein    Skein-512-256 (Skein 1.3), this project's own implementation
-//            (src/dedup/skein.h).
+//            (src/hash/skein.h).
 //   blake2b  BLAKE2b-256 (RFC 7693 with digest length nn = 32; not a
 //            truncated BLAKE2b-512, whose bytes differ), this project's own
 //            implementation: OpenSSL 3.0's BLAKE2B-512 has no settable length.
@@ -27,7 +27,7 @@
 
 #include "util/status.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 enum class HashAlgorithm : uint32_t {
   kSha256 = 1,
@@ -75,4 +75,4 @@ bool is_collision_resistant(HashAlgorithm algorithm);
 // the RFC's BLAKE2b-512 test vector.
 void blake2b(std::span<const uint8_t> data, std::span<uint8_t> out);
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

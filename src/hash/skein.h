@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <span>
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 class Skein512 {
  public:
@@ -37,4 +37,4 @@ class Skein512 {
   uint64_t iv_[8];  // chaining value after the configuration UBI
 };
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

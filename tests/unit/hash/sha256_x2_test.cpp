@@ -1,6 +1,6 @@
 // Two-stream SHA-256 with the SHA extensions against OpenSSL's SHA-256: every
 // length around the padding boundaries, cluster sizes, unaligned inputs.
-#include "dedup/sha256_x2.h"
+#include "hash/sha256_x2.h"
 
 #include <openssl/evp.h>
 
@@ -10,9 +10,9 @@
 #include <random>
 #include <vector>
 
-#include "dedup/hash.h"
+#include "hash/hash.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 namespace {
 
 std::vector<uint8_t> openssl_sha256(const uint8_t* data, size_t length) {
@@ -102,4 +102,4 @@ TEST_CASE("Hasher::hash2 gives the digests of two hash calls for every algorithm
   }
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

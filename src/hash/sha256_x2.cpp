@@ -1,4 +1,4 @@
-#include "dedup/sha256_x2.h"
+#include "hash/sha256_x2.h"
 
 #include <cassert>
 #include <cstdlib>
@@ -10,7 +10,7 @@
 #define QDEDUP_SHA_NI 1
 #endif
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 #if QDEDUP_SHA_NI
 
@@ -172,4 +172,4 @@ void sha256_x2(const uint8_t*, const uint8_t*, size_t, uint8_t*, uint8_t*) {
 
 #endif
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

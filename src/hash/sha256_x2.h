@@ -12,7 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 // True when this CPU has the SHA extensions, SSSE3 and SSE4.1. False on every
 // other architecture.
@@ -23,4 +23,4 @@ bool sha256_x2_supported();
 void sha256_x2(const uint8_t* a, const uint8_t* b, size_t length, uint8_t* digest_a,
                uint8_t* digest_b);
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

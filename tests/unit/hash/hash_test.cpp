@@ -1,7 +1,7 @@
 // The cluster hashes: known answers for every algorithm, cross-checks against
 // independent implementations, and the name/id tables stored on disk.
 // Skein has its own file, skein_test.cpp.
-#include "dedup/hash.h"
+#include "hash/hash.h"
 
 #include <openssl/evp.h>
 
@@ -19,7 +19,7 @@
 
 #include "support/scratch_dir.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 namespace {
 
 std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
@@ -272,4 +272,4 @@ TEST_CASE("only xxh3 needs byte-for-byte verification", "[dedup][hash]") {
   CHECK(!is_collision_resistant(HashAlgorithm::kXxh3));
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash

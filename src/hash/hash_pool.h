@@ -23,9 +23,9 @@
 #include <thread>
 #include <vector>
 
-#include "dedup/hash.h"
+#include "hash/hash.h"
 
-namespace qdedup::dedup {
+namespace qdedup::hash {
 
 class HashPool {
  public:
@@ -103,4 +103,4 @@ class HashPool {
   bool stop_ = false;
 };
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::hash
