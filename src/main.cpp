@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     for (const auto& cmd : command_table()) known |= std::string(argv[1]) == cmd.name;
     if (!known) {
       std::fprintf(stderr, "qdedup: unknown command '%s' (see 'qdedup --help')\n", argv[1]);
-      return 1;
+      return qdedup::commands::kExitError;
     }
   }
 
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "qdedup: %s\n", e.what());
-    return 1;
+    return qdedup::commands::kExitError;
   }
 
   auto logger = spdlog::stderr_color_mt("qdedup");
@@ -60,5 +60,5 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(verbose ? spdlog::level::debug
                             : quiet ? spdlog::level::warn : spdlog::level::info);
-  return run ? run() : 1;
+  return run ? run() : qdedup::commands::kExitError;
 }

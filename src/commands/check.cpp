@@ -1,21 +1,12 @@
-// qdedup check: qemu-img check's interface, output and exit codes, plus the
-// dedup index (docs/format.md).
-//
-// Exit codes: 0 clean, 1 the check could not complete, 2 corruptions,
-// 3 only leaks, 63 the format has no checks (raw).
-#include <unistd.h>
-
+// qdedup check: qemu-img check's interface, output and exit codes (see
+// command.h), plus the dedup index (docs/format.md).
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "commands/command.h"
-#include "dedup/extension.h"
-#include "dedup/index_check.h"
-#include "io/posix_file.h"
-#include "qcow2/chain.h"
-#include "qcow2/check.h"
-#include "qcow2/check_repair.h"
+#include "io/file_system.h"
+#include "ops/check.h"
 #include "util/text.h"
 
 namespace qdedup::commands {
@@ -35,86 +26,7 @@ struct CheckArgs {
   unsigned threads = 0;
 };
 
-struct Outcome {
-  qcow2::CheckCounts counts;
-  dedup::DedupCheckResult dedup;
-  bool index_rebuilt = false;
-};
-
-void log_line(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
-
-// One full pass: qcow2 structures, then the dedup index.
-Result<Outcome> check_pass(io::File& file, const CheckArgs& a, bool log) {
-  qcow2::CheckOptions co;
-  if (log) co.log = log_line;
-  QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis an, qcow2::analyse_image(file, co));
-  dedup::DedupCheckOptions dopt;
-  dopt.verify_hashes = a.verify_hashes;
-  dopt.progress = a.progress && log;
-  dopt.threads = a.threads;
-  if (log) dopt.log = log_line;
-  Outcome o;
-  o.counts = an.counts;
-  o.dedup = dedup::check_dedup(file, an, dopt);
-  o.counts.corruptions += o.dedup.errors;
-  o.counts.check_errors += o.dedup.check_errors;
-  return o;
-}
-
-bool needs_repair(const Outcome& o, qcow2::RepairMode mode, uint64_t incompatible) {
-  if (o.counts.leaks || o.counts.corruptions || o.counts.check_errors) return true;
-  if (incompatible & (qcow2::kIncompatDirty | qcow2::kIncompatCorrupt)) return true;
-  return mode == qcow2::RepairMode::kAll && o.dedup.present && o.dedup.state != "valid";
-}
-
-Result<uint64_t> incompatible_features(io::File& file) {
-  uint8_t b[8];
-  QD_TRY(file.read_exact(qcow2::kOffIncompatibleFeatures, b, "header"));
-  uint64_t v = 0;
-  for (uint8_t x : b) v = (v << 8) | x;
-  return v;
-}
-
-// Repairs, then checks again; the counts reported are the second check's,
-// with what was fixed carried over (as qemu-img does).
-Result<Outcome> repair(io::File& file, const CheckArgs& a, const Outcome& first) {
-  qcow2::RepairMode mode = a.repair == "all" ? qcow2::RepairMode::kAll : qcow2::RepairMode::kLeaks;
-  QD_ASSIGN_OR_RETURN(uint64_t incompat, incompatible_features(file));
-  if (!needs_repair(first, mode, incompat)) return first;
-  qcow2::RepairOptions ro;
-  ro.mode = mode;
-  ro.log = log_line;
-  ro.clear_autoclear = dedup::kAutoclearDedupIndex;
-  QD_ASSIGN_OR_RETURN(qcow2::RepairSummary summary, qcow2::repair_image(file, ro));
-  if (summary.unmapped_data) {
-    log_line("Note: some guest clusters could not be kept (see the Repairing lines above); "
-             "all other guest data is unchanged");
-  }
-
-  // The index: rebuilt when -r all finds it stale or damaged, or when this
-  // repair made a valid one stale.
-  bool index_rebuilt = false;
-  if (first.dedup.present && first.dedup.check_errors == 0 &&
-      (mode == qcow2::RepairMode::kAll ? first.dedup.state != "valid" || summary.changed
-                                       : first.dedup.state == "valid" && summary.changed)) {
-    QD_ASSIGN_OR_RETURN(Outcome mid, check_pass(file, CheckArgs{}, false));
-    if (mid.counts.corruptions == mid.dedup.errors && mid.counts.check_errors == 0) {
-      log_line("Rebuilding the dedup index");
-      QD_ASSIGN_OR_RETURN(auto scratch, io::PosixFile::open_temporary(io::directory_of(a.file)));
-      QD_TRY(dedup::rebuild_dedup_index(file, std::move(scratch), a.threads));
-      index_rebuilt = true;
-    }
-  }
-
-  QD_ASSIGN_OR_RETURN(Outcome second, check_pass(file, a, true));
-  second.index_rebuilt = index_rebuilt;
-  second.counts.leaks_fixed = summary.leaks_fixed;
-  second.counts.corruptions_fixed = summary.corruptions_fixed;
-  if (index_rebuilt) second.counts.corruptions_fixed += first.dedup.errors;
-  return second;
-}
-
-void print_human(const Outcome& o) {
+void print_human(const ops::CheckReport& o) {
   const qcow2::CheckCounts& c = o.counts;
   if (!(c.corruptions || c.leaks || c.check_errors)) {
     std::printf("No errors were found on the image.\n");
@@ -160,7 +72,7 @@ void print_human(const Outcome& o) {
   }
 }
 
-ordered_json to_json(const Outcome& o, const CheckArgs& a) {
+ordered_json to_json(const ops::CheckReport& o, const CheckArgs& a) {
   const qcow2::CheckCounts& c = o.counts;
   ordered_json j;
   j["filename"] = to_valid_utf8(a.file);
@@ -194,44 +106,34 @@ ordered_json to_json(const Outcome& o, const CheckArgs& a) {
   return j;
 }
 
+void log_line(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
+
 int run_check(const CheckArgs& a) {
-  std::string who = escape_for_display(a.file);
-  if (!a.repair.empty() && a.force_share) {
-    return report_error(invalid_argument("-U cannot be used with -r (repair needs the image to itself)"));
-  }
-  io::OpenOptions oo;
-  oo.writable = !a.repair.empty();
-  oo.lock = a.repair.empty() ? (a.force_share ? io::LockMode::kForceShare : io::LockMode::kRead)
-                             : io::LockMode::kWrite;
-  auto file = io::PosixFile::open(a.file, oo);
-  if (!file) return report_error(file.status().with_prefix(who));
-  std::string format = a.format;
-  if (format.empty()) {
-    auto probed = qcow2::probe_format(**file);
-    if (!probed) return report_error(probed.status().with_prefix(who));
-    format = *probed;
-  }
-  if (format == "raw") {
+  ops::CheckJob job;
+  job.file = a.file;
+  job.format = a.format;
+  if (a.repair == "all") job.repair = qcow2::RepairMode::kAll;
+  if (a.repair == "leaks") job.repair = qcow2::RepairMode::kLeaks;
+  job.force_share = a.force_share;
+  job.verify_hashes = a.verify_hashes;
+  job.progress = a.progress;
+  job.threads = a.threads;
+  job.log = log_line;
+  Result<ops::CheckReport> checked = ops::check(io::posix_file_system(), job);
+  if (!checked) return report_error(checked.status());
+  const ops::CheckReport& result = *checked;
+  const std::string who = escape_for_display(a.file);
+  if (result.format == "raw") {
     std::fprintf(stderr, "qdedup: %s: this image format (raw) does not support checks\n", who.c_str());
-    return 63;
+    return kExitNoChecks;
   }
-  if (format != "qcow2") {
-    return report_error(invalid_argument(who + ": unknown format '" + escape_for_display(format) + "'"));
-  }
-  auto first = check_pass(**file, a, true);
-  if (!first) return report_error(first.status().with_prefix(who));
-  Outcome result = *first;
-  if (!a.repair.empty()) {
-    auto repaired = repair(**file, a, *first);
-    if (!repaired) return report_error(repaired.status().with_prefix(who + ": check failed"));
-    result = *repaired;
-    if (a.output == "human" && !quiet() && (result.counts.leaks_fixed || result.counts.corruptions_fixed)) {
-      std::printf("The following inconsistencies were found and repaired:\n\n"
-                  "    %llu leaked clusters\n    %llu corruptions\n\n"
-                  "Double checking the fixed image now...\n",
-                  static_cast<unsigned long long>(result.counts.leaks_fixed),
-                  static_cast<unsigned long long>(result.counts.corruptions_fixed));
-    }
+  const qcow2::CheckCounts& c = result.counts;
+  if (result.repaired && a.output == "human" && !quiet() && (c.leaks_fixed || c.corruptions_fixed)) {
+    std::printf("The following inconsistencies were found and repaired:\n\n"
+                "    %llu leaked clusters\n    %llu corruptions\n\n"
+                "Double checking the fixed image now...\n",
+                static_cast<unsigned long long>(c.leaks_fixed),
+                static_cast<unsigned long long>(c.corruptions_fixed));
   }
   if (!quiet()) {
     if (a.output == "json") {
@@ -241,14 +143,12 @@ int run_check(const CheckArgs& a) {
     }
   }
   std::fflush(stdout);
-  if (result.counts.check_errors) {
+  if (c.check_errors) {
     std::fprintf(stderr, "qdedup: %s: check failed: %llu internal errors\n", who.c_str(),
-                 static_cast<unsigned long long>(result.counts.check_errors));
-    return 1;
+                 static_cast<unsigned long long>(c.check_errors));
+    return kExitError;
   }
-  if (result.counts.corruptions) return 2;
-  if (result.counts.leaks) return 3;
-  return 0;
+  return check_exit_status(c.corruptions, c.leaks);
 }
 
 }  // namespace

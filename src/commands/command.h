@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -28,7 +29,21 @@ std::function<int()> register_convert(CLI::App& app);
 std::function<int()> register_create(CLI::App& app);
 std::function<int()> register_info(CLI::App& app);
 
-// Prints "qdedup: <message>" on stderr and returns 1.
+// Exit statuses, part of the interface (qemu-img's where it has them).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;        // an error, or a check that could not complete
+inline constexpr int kExitCorruptions = 2;  // check: corruptions remain
+inline constexpr int kExitLeaks = 3;        // check: only leaked clusters remain
+inline constexpr int kExitNoChecks = 63;    // check: the format has no checks (raw)
+
+// The status of a completed check, as qemu-img check gives it.
+inline int check_exit_status(uint64_t corruptions, uint64_t leaks) {
+  if (corruptions) return kExitCorruptions;
+  if (leaks) return kExitLeaks;
+  return kExitOk;
+}
+
+// Prints "qdedup: <message>" on stderr and returns kExitError.
 int report_error(const Status& status);
 // True after -q: commands print results only.
 bool quiet();

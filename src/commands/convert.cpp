@@ -6,7 +6,7 @@
 #include <iostream>
 
 #include "commands/command.h"
-#include "dedup/convert.h"
+#include "ops/convert.h"
 #include "util/size.h"
 
 namespace qdedup::commands {
@@ -28,7 +28,7 @@ struct ConvertArgs {
   std::vector<std::string> files;
 };
 
-nlohmann::ordered_json to_json(const dedup::ConvertReport& r) {
+nlohmann::ordered_json to_json(const ops::ConvertReport& r) {
   nlohmann::ordered_json j;
   j["target"] = r.target;
   j["format"] = r.target_format;
@@ -51,7 +51,7 @@ nlohmann::ordered_json to_json(const dedup::ConvertReport& r) {
   return j;
 }
 
-void render_human(const dedup::ConvertReport& r) {
+void render_human(const ops::ConvertReport& r) {
   auto j = to_json(r);
   std::printf("Guest bytes read:       %llu (%s)\n", static_cast<unsigned long long>(r.guest_bytes),
               format_iec_size(r.guest_bytes).c_str());
@@ -71,7 +71,7 @@ void render_human(const dedup::ConvertReport& r) {
 
 Status run_convert(const ConvertArgs& a) {
   if (a.files.size() < 2) return invalid_argument("convert needs a source and a target");
-  dedup::ConvertOptions o;
+  ops::ConvertOptions o;
   o.sources.assign(a.files.begin(), a.files.end() - 1);
   o.target = a.files.back();
   o.source_format = a.source_format;
@@ -84,13 +84,13 @@ Status run_convert(const ConvertArgs& a) {
     return invalid_argument("cache mode '" + a.cache + "' is not supported (writeback or unsafe)");
   }
   o.sync = a.cache != "unsafe";
-  for (const std::string& opt : a.options) QD_TRY(qcow2::apply_create_options(opt, o.create));
+  for (const std::string& opt : a.options) QD_TRY(ops::apply_create_options(opt, o.create));
   if (o.create.help) {
-    std::fputs(qcow2::create_options_help().c_str(), stdout);
+    std::fputs(ops::create_options_help().c_str(), stdout);
     return Status::ok();
   }
   QD_ASSIGN_OR_RETURN(o.sparse_size, parse_size(a.sparse));
-  QD_ASSIGN_OR_RETURN(dedup::ConvertReport r, dedup::convert(o));
+  QD_ASSIGN_OR_RETURN(ops::ConvertReport r, ops::convert(io::posix_file_system(), o));
   if (a.stats) {
     if (a.output == "json") {
       std::cout << to_json(r).dump(4) << "\n";
@@ -123,7 +123,7 @@ std::function<int()> register_convert(CLI::App& app) {
   app.footer("Example:\n  qdedup convert -p -O qcow2 -o dedup=sha256 --stats disk.raw disk.qcow2");
   return [a] {
     Status s = run_convert(*a);
-    return s ? 0 : report_error(s);
+    return s ? kExitOk : report_error(s);
   };
 }
 

@@ -280,14 +280,14 @@ std::function<int()> register_info(CLI::App& app) {
       } else {
         std::cout << entry_json(infos->front()).dump(4) << "\n";
       }
-      return 0;
+      return kExitOk;
     }
     for (size_t n = 0; n < infos->size(); ++n) {
       if (n > 0) std::printf("\n");
       render_human((*infos)[n].image, stdout);
       if ((*infos)[n].dedup) render_dedup_human(*(*infos)[n].dedup, stdout);
     }
-    return 0;
+    return kExitOk;
   };
 }
 

@@ -20,7 +20,7 @@ const std::vector<Command>& command_table() {
 
 int report_error(const Status& status) {
   std::fprintf(stderr, "qdedup: %s\n", status.message().c_str());
-  return 1;
+  return kExitError;
 }
 
 bool quiet() { return spdlog::get_level() > spdlog::level::info; }

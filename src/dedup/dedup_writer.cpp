@@ -1,12 +1,16 @@
 #include "dedup/dedup_writer.h"
 
-#include <openssl/evp.h>
-
 #include <cstring>
 
-#include "util/endian.h"
+#include "dedup/index_entry.h"
+#include "hash/sha256.h"
 
 namespace qdedup::dedup {
+
+namespace {
+// The index is written in pieces of about this size.
+constexpr size_t kIndexWriteBytes = 1u << 20;
+}  // namespace
 
 DedupWriter::DedupWriter(qcow2::Image& image, const DedupConfig& config,
                          std::unique_ptr<io::File> scratch)
@@ -93,21 +97,17 @@ Status DedupWriter::put(uint64_t guest_cluster, std::span<const uint8_t> data, c
   return Status::ok();
 }
 
-// The index (docs/format.md, section 5): entries sorted by hash, each the
-// hash, the host offset and the owning guest cluster, written into clusters
-// past the end of the file; not refcounted.
+// The index (docs/format.md, section 5): entries sorted by hash, written in
+// 1 MiB pieces into clusters past the end of the file; not refcounted.
 Status DedupWriter::write_index(DedupExtension& ext) {
   QD_ASSIGN_OR_RETURN(uint64_t offset, image_.end_of_file_cluster());
+  QD_ASSIGN_OR_RETURN(hash::Sha256 sum, hash::Sha256::create());
   const size_t hs = index_.hash_size();
-  const size_t entry_size = index_entry_size(hs);
   std::vector<uint8_t> buf;
-  buf.reserve(1 << 20);
+  buf.reserve(kIndexWriteBytes);
   uint64_t written = 0, entries = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx == nullptr) return io_error("out of memory");
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   auto emit = [&]() -> Status {
-    EVP_DigestUpdate(ctx, buf.data(), buf.size());
+    sum.update(buf);
     QD_TRY(image_.file().pwrite(offset + written, buf));
     written += buf.size();
     buf.clear();
@@ -116,20 +116,14 @@ Status DedupWriter::write_index(DedupExtension& ext) {
   Status st = index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> image_.geometry().cluster_bits));
     if (rc == 0 || rc >= cap_) return Status::ok();  // not a target any more
-    size_t at = buf.size();
-    buf.resize(at + entry_size);
-    std::memcpy(buf.data() + at, hash, hs);
-    store_be64(buf.data() + at + hs, e.host_offset);
-    store_be64(buf.data() + at + hs + 8, e.owner_guest_cluster);
+    encode_index_entry({{hash, hs}, e.host_offset, e.owner_guest_cluster}, buf);
     ++entries;
-    if (buf.size() >= (1u << 20)) return emit();
+    if (buf.size() >= kIndexWriteBytes) return emit();
     return Status::ok();
   });
   if (st && !buf.empty()) st = emit();
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, ext.index_checksum.data(), &len);
-  EVP_MD_CTX_free(ctx);
   QD_TRY(st);
+  sum.final(ext.index_checksum.data());
   QD_TRY(image_.file().flush());
   ext.index_offset = entries ? offset : 0;
   ext.index_size = written;

@@ -2,8 +2,7 @@
 
 #include <algorithm>
 
-#include <openssl/evp.h>
-
+#include "hash/sha256.h"
 #include "util/endian.h"
 
 namespace qdedup::dedup {
@@ -92,10 +91,7 @@ Status validate_dedup_extension(const DedupExtension& e, uint64_t file_size,
 }
 
 std::array<uint8_t, 32> index_checksum(std::span<const uint8_t> index_bytes) {
-  std::array<uint8_t, 32> out{};
-  unsigned int len = 0;
-  EVP_Digest(index_bytes.data(), index_bytes.size(), out.data(), &len, EVP_sha256(), nullptr);
-  return out;
+  return hash::sha256(index_bytes);
 }
 
 DedupExtension empty_dedup_extension(hash::HashAlgorithm algorithm, bool verify, uint64_t refcount_cap) {
@@ -108,19 +104,44 @@ DedupExtension empty_dedup_extension(hash::HashAlgorithm algorithm, bool verify,
   return e;
 }
 
-Status apply_dedup_create_options(const std::string& dedup, bool verify, bool cluster_size_set,
-                                  qcow2::CreateOptions& o) {
-  if (dedup == "off") return Status::ok();
-  QD_ASSIGN_OR_RETURN(hash::HashAlgorithm algo, hash::parse_hash_name(dedup));
-  if (!hash::is_collision_resistant(algo) && !verify) {
-    return invalid_argument(std::string("dedup=") + hash::hash_name(algo) +
+namespace {
+
+Status check_choice(const DedupChoice& c, uint32_t version) {
+  if (!hash::is_collision_resistant(c.algorithm) && !c.verify) {
+    return invalid_argument(std::string("dedup=") + hash::hash_name(c.algorithm) +
                             " is not collision resistant: it needs dedup_verify=on");
   }
-  if (o.version < 3) return invalid_argument("dedup needs compat=1.1 (qcow2 version 3)");
-  // Real guest file systems place data at 4 KiB: dedup at that granularity.
+  if (version < 3) return invalid_argument("dedup needs compat=1.1 (qcow2 version 3)");
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::optional<DedupChoice>> choose_dedup(const std::string& dedup, bool verify,
+                                               bool cluster_size_set, qcow2::CreateOptions& o) {
+  if (dedup == "off") return std::optional<DedupChoice>();
+  QD_ASSIGN_OR_RETURN(hash::HashAlgorithm algo, hash::parse_hash_name(dedup));
+  DedupChoice c{algo, verify};
+  QD_TRY(check_choice(c, o.version));
   if (!cluster_size_set) o.cluster_bits = 12;
+  return std::optional<DedupChoice>(c);
+}
+
+Result<DedupChoice> choose_dedup(const DedupExtension& e, const qcow2::Header& h) {
+  std::optional<hash::HashAlgorithm> algo = hash::hash_from_id(e.hash_algorithm);
+  if (!algo) return unsupported("unknown dedup hash id " + std::to_string(e.hash_algorithm));
+  DedupChoice c{*algo, (e.flags & kDedupFlagVerify) != 0};
+  QD_TRY(check_choice(c, h.version));
+  return c;
+}
+
+Status apply_dedup_create_options(const std::string& dedup, bool verify, bool cluster_size_set,
+                                  qcow2::CreateOptions& o) {
+  QD_ASSIGN_OR_RETURN(std::optional<DedupChoice> c, choose_dedup(dedup, verify, cluster_size_set, o));
+  if (!c) return Status::ok();
   uint64_t refcount_max = o.refcount_order >= 6 ? UINT64_MAX : (uint64_t{1} << (1u << o.refcount_order)) - 1;
-  o.extensions.push_back({kExtDedup, encode_dedup_extension(empty_dedup_extension(algo, verify, refcount_max))});
+  o.extensions.push_back(
+      {kExtDedup, encode_dedup_extension(empty_dedup_extension(c->algorithm, c->verify, refcount_max))});
   o.extra_feature_names.push_back({2, kAutoclearDedupBit, kDedupFeatureName});
   o.autoclear_features |= kAutoclearDedupIndex;
   return Status::ok();

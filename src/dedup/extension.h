@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "dedup/index_entry.h"
 #include "hash/hash.h"
 #include "qcow2/create.h"
 #include "qcow2/header.h"
@@ -24,9 +25,6 @@ inline constexpr unsigned kAutoclearDedupBit = 62;
 inline constexpr uint64_t kAutoclearDedupIndex = 1ull << kAutoclearDedupBit;
 inline constexpr const char* kDedupFeatureName = "qdedup index valid";
 inline constexpr uint32_t kDedupFlagVerify = 1u << 0;
-
-// Bytes of one on-disk index entry: hash, host offset, owning guest cluster.
-inline constexpr uint64_t index_entry_size(uint64_t hash_size) { return hash_size + 16; }
 
 struct DedupCounters {
   uint64_t clusters_deduplicated = 0;
@@ -62,6 +60,21 @@ Status validate_dedup_extension(const DedupExtension& e, uint64_t file_size,
 DedupExtension empty_dedup_extension(hash::HashAlgorithm algorithm, bool verify, uint64_t refcount_cap);
 // SHA-256 of the index bytes, as stored in index_checksum.
 std::array<uint8_t, 32> index_checksum(std::span<const uint8_t> index_bytes);
+
+// What a job deduplicates with.
+struct DedupChoice {
+  hash::HashAlgorithm algorithm = hash::HashAlgorithm::kSha256;
+  bool verify = false;  // compare bytes before sharing (dedup_verify=on)
+};
+
+// The dedup policy of a new image (`create`, `convert`): the hash named by
+// `dedup=` ("off": nullopt), collision resistant unless `verify`; compat 1.1
+// (the index's autoclear bit needs a version 3 header); 4 KiB clusters unless
+// `cluster_size_set` (guest file systems place data at 4 KiB). Adjusts `o`.
+Result<std::optional<DedupChoice>> choose_dedup(const std::string& dedup, bool verify,
+                                               bool cluster_size_set, qcow2::CreateOptions& o);
+// The same policy for an image that has the extension `e` (a `-n` target).
+Result<DedupChoice> choose_dedup(const DedupExtension& e, const qcow2::Header& h);
 
 // Applies `dedup=`/`dedup_verify=` create options to `o`: the extension, its
 // feature name and its autoclear bit; 4 KiB clusters unless set explicitly.

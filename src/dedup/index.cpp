@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dedup/index_entry.h"
 #include "util/endian.h"
 
 namespace qdedup::dedup {
@@ -17,7 +18,7 @@ constexpr size_t kLoadAllBytes = 64u << 20;
 }  // namespace
 
 RecordStore::RecordStore(std::unique_ptr<io::File> file, size_t hash_size)
-    : file_(std::move(file)), hash_size_(hash_size), record_size_(hash_size + 16) {
+    : file_(std::move(file)), hash_size_(hash_size), record_size_(index_entry_size(hash_size)) {
   buffer_.reserve(kRecordBufferBytes);
 }
 
@@ -32,11 +33,7 @@ Status RecordStore::write_buffer() {
 Result<uint32_t> RecordStore::append(const uint8_t* hash, uint64_t host_offset, uint64_t owner) {
   if (count_ >= UINT32_MAX) return no_space("dedup index: too many records");
   if (buffer_.size() + record_size_ > kRecordBufferBytes) QD_TRY(write_buffer());
-  size_t at = buffer_.size();
-  buffer_.resize(at + record_size_);
-  std::memcpy(buffer_.data() + at, hash, hash_size_);
-  store_be64(buffer_.data() + at + hash_size_, host_offset);
-  store_be64(buffer_.data() + at + hash_size_ + 8, owner);
+  encode_index_entry({{hash, hash_size_}, host_offset, owner}, buffer_);
   return static_cast<uint32_t>(count_++);
 }
 
@@ -52,9 +49,10 @@ Status RecordStore::read(uint32_t n, uint8_t* hash_out, uint64_t* host_offset, u
                              std::span<uint8_t>(tmp, record_size_), "dedup record"));
     p = tmp;
   }
-  std::memcpy(hash_out, p, hash_size_);
-  *host_offset = load_be64(p + hash_size_);
-  *owner = load_be64(p + hash_size_ + 8);
+  const StoredIndexEntry e = decode_index_entry(p, hash_size_);
+  std::memcpy(hash_out, e.hash.data(), hash_size_);
+  *host_offset = e.host_offset;
+  *owner = e.owner_guest_cluster;
   return Status::ok();
 }
 

@@ -34,7 +34,8 @@ struct IndexEntry {
   uint32_t record = 0;
 };
 
-// Fixed-size records appended to a file, with a write buffer.
+// Fixed-size records appended to a file, with a write buffer; a record is
+// laid out as an on-disk index entry (dedup/index_entry.h).
 class RecordStore {
  public:
   RecordStore(std::unique_ptr<io::File> file, size_t hash_size);

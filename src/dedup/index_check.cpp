@@ -1,9 +1,6 @@
 #include "dedup/index_check.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <future>
 #include <thread>
@@ -11,8 +8,9 @@
 
 #include "dedup/dedup_writer.h"
 #include "dedup/extension.h"
-#include "hash/hash_pool.h"
 #include "dedup/index_io.h"
+#include "dedup/index_reader.h"
+#include "hash/hash_pool.h"
 #include "io/file_ref.h"
 #include "qcow2/format.h"
 #include "qcow2/image.h"
@@ -24,7 +22,6 @@ namespace qdedup::dedup {
 
 namespace {
 
-constexpr uint64_t kChunkEntries = 16384;
 constexpr uint64_t kL2CacheBytes = 64ull << 20;  // at least 16 tables
 
 unsigned thread_count(unsigned t) {
@@ -52,10 +49,9 @@ class ActiveMap {
       QD_TRY(file_.read_or_zero(l2, t));
       it = cache_.emplace(l2, std::move(t)).first;
     }
-    uint64_t word = load_be64(it->second.data() + g.l2_index(guest_cluster) * g.l2_entry_bytes);
-    if (word & qcow2::kOflagCompressed) return uint64_t{0};
-    if (!g.extended_l2 && (word & qcow2::kOflagZero)) return uint64_t{0};
-    return word & qcow2::kL2eOffsetMask;
+    const uint8_t* p = it->second.data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
+    const qcow2::L2Entry e{load_be64(p), g.extended_l2 ? load_be64(p + 8) : 0};
+    return e.type(g) == qcow2::ClusterType::kNormal ? e.host_offset() : uint64_t{0};
   }
 
  private:
@@ -64,19 +60,25 @@ class ActiveMap {
   std::unordered_map<uint64_t, std::vector<uint8_t>> cache_;
 };
 
+// Counts one corruption of the dedup state and logs it.
+struct ErrorLog {
+  DedupCheckResult& r;
+  const qcow2::CheckLog& log;
+  void operator()(const std::string& line) const {
+    ++r.errors;
+    if (log) log("ERROR " + line);
+  }
+};
+
 class IndexChecker {
  public:
   IndexChecker(io::File& file, qcow2::CheckAnalysis& a, const DedupCheckOptions& o,
                DedupCheckResult& r)
-      : file_(file), a_(a), o_(o), r_(r), map_(file, a) {}
+      : file_(file), a_(a), o_(o), r_(r), error_{r, o.log}, map_(file, a) {}
 
   void run(const DedupExtension& ext);
 
  private:
-  void error(const std::string& line) {
-    ++r_.errors;
-    if (o_.log) o_.log("ERROR " + line);
-  }
   void check_region(const DedupExtension& ext);
   Status check_entries(const DedupExtension& ext);
   Status verify(const DedupExtension& ext, hash::HashAlgorithm algo);
@@ -85,13 +87,14 @@ class IndexChecker {
   qcow2::CheckAnalysis& a_;
   const DedupCheckOptions& o_;
   DedupCheckResult& r_;
+  ErrorLog error_;
   ActiveMap map_;
 };
 
 void IndexChecker::run(const DedupExtension& ext) {
   Status st = validate_dedup_extension(ext, a_.file_size, a_.g.cluster_size, a_.g.refcount_max);
   if (!st) {
-    error(st.message());
+    error_(st.message());
     return;
   }
   check_region(ext);
@@ -101,11 +104,11 @@ void IndexChecker::run(const DedupExtension& ext) {
     return;
   }
   if (ext.index_entries > a_.counts.allocated_clusters) {
-    error("dedup index has " + std::to_string(ext.index_entries) + " entries for " +
+    error_("dedup index has " + std::to_string(ext.index_entries) + " entries for " +
           std::to_string(a_.counts.allocated_clusters) + " allocated clusters");
   }
   if (ext.counters.index_entries_removed > ext.counters.index_entries_added) {
-    error("dedup counters: more index entries removed (" +
+    error_("dedup counters: more index entries removed (" +
           std::to_string(ext.counters.index_entries_removed) + ") than added (" +
           std::to_string(ext.counters.index_entries_added) + ")");
   }
@@ -129,128 +132,169 @@ void IndexChecker::check_region(const DedupExtension& ext) {
     uint64_t ref = a_.computed.get(c);
     std::optional<uint64_t> stored = a_.stored_refcount(file_, c);
     if (ref != 0 || (stored && *stored != 0)) {
-      error("dedup index cluster " + std::to_string(c) + " is in use: refcount=" +
+      error_("dedup index cluster " + std::to_string(c) + " is in use: refcount=" +
             (stored ? std::to_string(*stored) : std::string("?")) +
             " reference=" + std::to_string(ref));
     }
   }
 }
 
-Status IndexChecker::check_entries(const DedupExtension& ext) {
-  const qcow2::Geometry& g = a_.g;
-  const uint64_t hs = ext.hash_size;
-  const uint64_t es = index_entry_size(hs);
-  std::vector<bool> seen_cluster(a_.computed.size());
-  std::vector<uint8_t> buf, prev;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx == nullptr) return io_error("out of memory");
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  Status st;
-  for (uint64_t first = 0; st && first < ext.index_entries; first += kChunkEntries) {
-    uint64_t n = std::min(kChunkEntries, ext.index_entries - first);
-    buf.resize(n * es);
-    st = file_.read_exact(ext.index_offset + first * es, buf, "dedup index");
-    if (!st) break;
-    EVP_DigestUpdate(ctx, buf.data(), buf.size());
-    for (uint64_t i = 0; i < n; ++i) {
-      const uint8_t* e = buf.data() + i * es;
-      uint64_t host = load_be64(e + hs);
-      uint64_t owner = load_be64(e + hs + 8);
-      std::string where = "dedup index entry " + std::to_string(first + i) + ": ";
-      if (!prev.empty()) {
-        int c = std::memcmp(prev.data(), e, hs);
-        if (c == 0) error(where + "a second entry for hash " + hex_bytes(e, hs));
-        if (c > 0) error(where + "entries out of hash order");
-      }
-      prev.assign(e, e + hs);
-      if (host == 0 || host % g.cluster_size != 0 || (host & ~qcow2::kL2eOffsetMask) ||
-          host >= a_.file_size) {
-        error(where + "invalid host offset 0x" + hex_digits(host));
-        continue;
-      }
-      uint64_t cluster = host >> g.cluster_bits;
-      if (seen_cluster[cluster]) error(where + "a second entry for the cluster at " + hex(host));
-      seen_cluster[cluster] = true;
-      std::optional<uint64_t> rc = a_.stored_refcount(file_, cluster);
-      if (rc && (*rc == 0 || *rc >= ext.refcount_cap)) {
-        error(where + "cluster at " + hex(host) + " has refcount " + std::to_string(*rc) +
-              ", outside 1.." + std::to_string(ext.refcount_cap - 1));
-        continue;
-      }
-      if (owner >= g.guest_clusters) {
-        error(where + "owner guest cluster " + std::to_string(owner) + " is beyond the disk");
-        continue;
-      }
-      QD_ASSIGN_OR_RETURN(uint64_t mapped, map_.host_of(owner));
-      if (mapped != host) {
-        error(where + "owner guest cluster " + std::to_string(owner) + " maps " +
-              (mapped ? hex(mapped) : std::string("nothing")) + ", not " + hex(host));
-      }
-    }
+// The entry checks of docs/format.md, section 6: each violation is one
+// error, and the check goes on to the next entry.
+class EntryChecker final : public IndexVisitor {
+ public:
+  EntryChecker(io::File& file, qcow2::CheckAnalysis& a, const DedupExtension& ext,
+               ActiveMap& map, ErrorLog error)
+      : file_(file), a_(a), cap_(ext.refcount_cap), map_(map), error_(error),
+        seen_cluster_(a.computed.size()) {}
+
+  Status misordered(uint64_t n, const StoredIndexEntry& e, int order) override {
+    if (order == 0) error_(where(n) + "a second entry for hash " + hex_bytes(e.hash.data(), e.hash.size()));
+    if (order > 0) error_(where(n) + "entries out of hash order");
+    return Status::ok();
   }
-  std::array<uint8_t, 32> sum{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, sum.data(), &len);
-  EVP_MD_CTX_free(ctx);
-  QD_TRY(st);
-  if (sum != ext.index_checksum) error("dedup index checksum mismatch");
+  Status entry(uint64_t n, const StoredIndexEntry& e) override;
+  Status checksum_mismatch() override {
+    error_("dedup index checksum mismatch");
+    return Status::ok();
+  }
+
+ private:
+  static std::string where(uint64_t n) { return "dedup index entry " + std::to_string(n) + ": "; }
+
+  io::File& file_;
+  qcow2::CheckAnalysis& a_;
+  const uint64_t cap_;
+  ActiveMap& map_;
+  ErrorLog error_;
+  std::vector<bool> seen_cluster_;
+};
+
+Status EntryChecker::entry(uint64_t n, const StoredIndexEntry& e) {
+  const qcow2::Geometry& g = a_.g;
+  const uint64_t host = e.host_offset, owner = e.owner_guest_cluster;
+  if (!index_host_offset_ok(host, g.cluster_size) || host >= a_.file_size) {
+    error_(where(n) + "invalid host offset 0x" + hex_digits(host));
+    return Status::ok();
+  }
+  const uint64_t cluster = host >> g.cluster_bits;
+  if (seen_cluster_[cluster]) error_(where(n) + "a second entry for the cluster at " + hex(host));
+  seen_cluster_[cluster] = true;
+  std::optional<uint64_t> rc = a_.stored_refcount(file_, cluster);
+  if (rc && (*rc == 0 || *rc >= cap_)) {
+    error_(where(n) + "cluster at " + hex(host) + " has refcount " + std::to_string(*rc) +
+           ", outside 1.." + std::to_string(cap_ - 1));
+    return Status::ok();
+  }
+  if (owner >= g.guest_clusters) {
+    error_(where(n) + "owner guest cluster " + std::to_string(owner) + " is beyond the disk");
+    return Status::ok();
+  }
+  QD_ASSIGN_OR_RETURN(uint64_t mapped, map_.host_of(owner));
+  if (mapped != host) {
+    error_(where(n) + "owner guest cluster " + std::to_string(owner) + " maps " +
+           (mapped ? hex(mapped) : std::string("nothing")) + ", not " + hex(host));
+  }
   return Status::ok();
 }
 
-// Rehashes every indexed cluster, chunk by chunk, in host order: contiguous
-// clusters are read with one pread, and the next batch is read while the
-// current one is hashed.
-Status IndexChecker::verify(const DedupExtension& ext, hash::HashAlgorithm algo) {
-  const uint64_t cs = a_.g.cluster_size;
-  const uint64_t hs = ext.hash_size;
-  const uint64_t es = index_entry_size(hs);
-  hash::HashPool pool(algo, thread_count(o_.threads));
-  const uint64_t per_batch = std::max<uint64_t>((4u << 20) / cs, 1);
-  std::vector<uint8_t> buf, digests(per_batch * hs);
-  std::vector<uint8_t> data[2] = {std::vector<uint8_t>(per_batch * cs),
-                                  std::vector<uint8_t>(per_batch * cs)};
-  Progress progress(o_.progress, ext.index_entries);
-  for (uint64_t first = 0; first < ext.index_entries; first += kChunkEntries) {
-    uint64_t n = std::min(kChunkEntries, ext.index_entries - first);
-    buf.resize(n * es);
-    QD_TRY(file_.read_exact(ext.index_offset + first * es, buf, "dedup index"));
-    std::vector<uint64_t> order(n);
-    for (uint64_t i = 0; i < n; ++i) order[i] = i;
-    auto host_of = [&](uint64_t i) { return load_be64(buf.data() + i * es + hs); };
-    std::sort(order.begin(), order.end(), [&](uint64_t x, uint64_t y) { return host_of(x) < host_of(y); });
-    // Reads batch `k` (entries order[k..k+m)) into `out`, merging contiguous clusters.
-    auto read_batch = [&](uint64_t k, std::vector<uint8_t>& out) -> Status {
-      uint64_t m = std::min(per_batch, n - k);
-      for (uint64_t j = 0; j < m;) {
-        uint64_t run = 1;
-        while (j + run < m && host_of(order[k + j + run]) == host_of(order[k + j]) + run * cs) ++run;
-        QD_TRY(file_.read_or_zero(host_of(order[k + j]), std::span<uint8_t>(out.data() + j * cs, run * cs)));
-        j += run;
-      }
-      return Status::ok();
-    };
-    QD_TRY(read_batch(0, data[0]));
-    for (uint64_t k = 0, cur = 0; k < n; k += per_batch, cur ^= 1) {
-      uint64_t m = std::min(per_batch, n - k);
-      std::future<Status> next;
-      if (k + per_batch < n) {
-        next = std::async(std::launch::async, read_batch, k + per_batch, std::ref(data[cur ^ 1]));
-      }
-      pool.hash_chunks(std::span<const uint8_t>(data[cur].data(), m * cs), cs, digests.data());
-      for (uint64_t j = 0; j < m; ++j) {
-        const uint8_t* want = buf.data() + order[k + j] * es;
-        ++r_.verified;
-        if (std::memcmp(want, digests.data() + j * hs, hs) != 0) {
-          ++r_.hash_mismatches;
-          error("dedup index entry " + std::to_string(first + order[k + j]) + ": the cluster at " +
-                hex(host_of(order[k + j])) + " does not match its hash (its data changed)");
-        }
-      }
-      progress.update(first + k + m);
-      if (next.valid()) QD_TRY(next.get());
-    }
+Status IndexChecker::check_entries(const DedupExtension& ext) {
+  EntryChecker checker(file_, a_, ext, map_, error_);
+  return read_index(file_, ext, checker);
+}
+
+// Rehashes the clusters of the index, one chunk of entries at a time, in
+// host order: contiguous clusters are read with one pread, and the next batch
+// is read while the current one is hashed.
+class HashVerifier {
+ public:
+  HashVerifier(io::File& file, uint64_t cluster_size, const DedupExtension& ext,
+               hash::HashAlgorithm algo, unsigned threads, bool progress, ErrorLog error)
+      : file_(file),
+        cs_(cluster_size),
+        hs_(ext.hash_size),
+        per_batch_(std::max<uint64_t>(kVerifyBatchBytes / cluster_size, 1)),
+        pool_(algo, threads),
+        digests_(per_batch_ * hs_),
+        data_{std::vector<uint8_t>(per_batch_ * cs_), std::vector<uint8_t>(per_batch_ * cs_)},
+        progress_(progress, ext.index_entries),
+        error_(error) {}
+
+  // Entries [first, first + n) of the index, encoded in `bytes`.
+  Status chunk(uint64_t first, std::span<const uint8_t> bytes);
+  void finish() { progress_.finish(); }
+
+ private:
+  static constexpr uint64_t kVerifyBatchBytes = 4u << 20;
+
+  uint64_t host_of(uint64_t i) const {
+    return decode_index_entry(entries_.data() + i * index_entry_size(hs_), hs_).host_offset;
   }
-  progress.finish();
+  // Reads batch `k` (entries order_[k..k+m)) into `out`, merging contiguous clusters.
+  Status read_batch(uint64_t k, std::vector<uint8_t>& out);
+
+  io::File& file_;
+  const uint64_t cs_, hs_, per_batch_;
+  hash::HashPool pool_;
+  std::vector<uint8_t> digests_;
+  std::vector<uint8_t> data_[2];
+  Progress progress_;
+  ErrorLog error_;
+  std::span<const uint8_t> entries_;  // the chunk being verified
+  std::vector<uint64_t> order_;       // its entries by host offset
+};
+
+Status HashVerifier::read_batch(uint64_t k, std::vector<uint8_t>& out) {
+  const uint64_t m = std::min(per_batch_, order_.size() - k);
+  for (uint64_t j = 0; j < m;) {
+    const uint64_t start = host_of(order_[k + j]);
+    uint64_t run = 1;
+    while (j + run < m && host_of(order_[k + j + run]) == start + run * cs_) ++run;
+    QD_TRY(file_.read_or_zero(start, std::span<uint8_t>(out.data() + j * cs_, run * cs_)));
+    j += run;
+  }
+  return Status::ok();
+}
+
+Status HashVerifier::chunk(uint64_t first, std::span<const uint8_t> bytes) {
+  entries_ = bytes;
+  const uint64_t n = bytes.size() / index_entry_size(hs_);
+  order_.resize(n);
+  for (uint64_t i = 0; i < n; ++i) order_[i] = i;
+  std::sort(order_.begin(), order_.end(),
+            [&](uint64_t x, uint64_t y) { return host_of(x) < host_of(y); });
+  QD_TRY(read_batch(0, data_[0]));
+  for (uint64_t k = 0, cur = 0; k < n; k += per_batch_, cur ^= 1) {
+    const uint64_t m = std::min(per_batch_, n - k);
+    std::future<Status> next;
+    if (k + per_batch_ < n) {
+      next = std::async(std::launch::async, &HashVerifier::read_batch, this, k + per_batch_,
+                        std::ref(data_[cur ^ 1]));
+    }
+    pool_.hash_chunks(std::span<const uint8_t>(data_[cur].data(), m * cs_), cs_, digests_.data());
+    for (uint64_t j = 0; j < m; ++j) {
+      const uint64_t i = order_[k + j];
+      const StoredIndexEntry want = decode_index_entry(bytes.data() + i * index_entry_size(hs_), hs_);
+      ++error_.r.verified;
+      if (std::memcmp(want.hash.data(), digests_.data() + j * hs_, hs_) != 0) {
+        ++error_.r.hash_mismatches;
+        error_("dedup index entry " + std::to_string(first + i) + ": the cluster at " +
+               hex(want.host_offset) + " does not match its hash (its data changed)");
+      }
+    }
+    progress_.update(first + k + m);
+    if (next.valid()) QD_TRY(next.get());
+  }
+  return Status::ok();
+}
+
+Status IndexChecker::verify(const DedupExtension& ext, hash::HashAlgorithm algo) {
+  HashVerifier v(file_, a_.g.cluster_size, ext, algo, thread_count(o_.threads), o_.progress,
+                 error_);
+  QD_TRY(for_each_index_chunk(file_, ext, [&](uint64_t first, std::span<const uint8_t> bytes) {
+    return v.chunk(first, bytes);
+  }));
+  v.finish();
   return Status::ok();
 }
 

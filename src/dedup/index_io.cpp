@@ -1,70 +1,58 @@
 #include "dedup/index_io.h"
 
-#include <openssl/evp.h>
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
 
-#include <array>
-#include <cstring>
-
-#include "util/endian.h"
+#include "dedup/index_reader.h"
 
 namespace qdedup::dedup {
 
 namespace {
-constexpr uint64_t kReadChunkEntries = 16384;
+
 constexpr uint64_t kRebuildBatchBytes = 2u << 20;
+
+// load_index's checks: the first bad entry ends the load.
+class IndexLoader final : public IndexVisitor {
+ public:
+  IndexLoader(qcow2::Image& image, const DedupExtension& ext, DedupIndex& index)
+      : image_(image), g_(image.geometry()), cap_(ext.refcount_cap), index_(index) {}
+
+  Status misordered(uint64_t n, const StoredIndexEntry&, int) override {
+    return bad(n, "out of order or duplicate hash");
+  }
+  Status entry(uint64_t n, const StoredIndexEntry& e) override {
+    if (!index_host_offset_ok(e.host_offset, g_.cluster_size)) return bad(n, "invalid host offset");
+    if (e.owner_guest_cluster >= g_.guest_clusters) return bad(n, "owner beyond the virtual disk");
+    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> g_.cluster_bits));
+    if (rc == 0 || rc >= cap_) {
+      return bad(n, "cluster refcount " + std::to_string(rc) + " outside 1.." +
+                        std::to_string(cap_ - 1));
+    }
+    return index_.insert(e.hash.data(), e.host_offset, e.owner_guest_cluster);
+  }
+  Status checksum_mismatch() override { return corruption("dedup index checksum mismatch"); }
+
+ private:
+  static Status bad(uint64_t n, const std::string& what) {
+    return corruption("dedup index entry " + std::to_string(n) + ": " + what);
+  }
+
+  qcow2::Image& image_;
+  const qcow2::Geometry& g_;
+  const uint64_t cap_;
+  DedupIndex& index_;
+};
+
 }  // namespace
 
 Status load_index(qcow2::Image& image, const DedupExtension& ext, DedupIndex& index) {
   const qcow2::Geometry& g = image.geometry();
   QD_ASSIGN_OR_RETURN(uint64_t file_size, image.file().size());
   QD_TRY(validate_dedup_extension(ext, file_size, g.cluster_size, g.refcount_max));
-  const uint64_t hs = ext.hash_size;
-  const uint64_t entry_size = index_entry_size(hs);
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx == nullptr) return io_error("out of memory");
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<uint8_t> buf, prev;
-  Status st;
-  for (uint64_t first = 0; st && first < ext.index_entries; first += kReadChunkEntries) {
-    uint64_t n = std::min(kReadChunkEntries, ext.index_entries - first);
-    buf.resize(n * entry_size);
-    st = image.file().read_exact(ext.index_offset + first * entry_size, buf, "dedup index");
-    if (!st) break;
-    EVP_DigestUpdate(ctx, buf.data(), buf.size());
-    for (uint64_t i = 0; st && i < n; ++i) {
-      const uint8_t* e = buf.data() + i * entry_size;
-      uint64_t host = load_be64(e + hs);
-      uint64_t owner = load_be64(e + hs + 8);
-      auto bad = [&](const std::string& what) {
-        return corruption("dedup index entry " + std::to_string(first + i) + ": " + what);
-      };
-      if (!prev.empty() && std::memcmp(prev.data(), e, hs) >= 0) {
-        st = bad("out of order or duplicate hash");
-      } else if (host == 0 || host % g.cluster_size != 0 || (host & ~qcow2::kL2eOffsetMask)) {
-        st = bad("invalid host offset");
-      } else if (owner >= g.guest_clusters) {
-        st = bad("owner beyond the virtual disk");
-      } else {
-        auto rc = image.refcount(host >> g.cluster_bits);
-        if (!rc) {
-          st = rc.status();
-        } else if (*rc == 0 || *rc >= ext.refcount_cap) {
-          st = bad("cluster refcount " + std::to_string(*rc) + " outside 1.." +
-                   std::to_string(ext.refcount_cap - 1));
-        } else {
-          st = index.insert(e, host, owner);
-        }
-      }
-      prev.assign(e, e + hs);
-    }
-  }
-  std::array<uint8_t, 32> sum{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, sum.data(), &len);
-  EVP_MD_CTX_free(ctx);
-  QD_TRY(st);
-  if (sum != ext.index_checksum) return corruption("dedup index checksum mismatch");
-  return Status::ok();
+  IndexLoader loader(image, ext, index);
+  return read_index(image.file(), ext, loader);
 }
 
 Status rebuild_index(qcow2::Image& image, hash::HashPool& pool, uint64_t refcount_cap,

@@ -1,6 +1,5 @@
 #include "hash/hash.h"
 
-#include <openssl/evp.h>
 #include <xxhash.h>
 #if defined(__x86_64__) || defined(__i386__)
 #define XXH_DISPATCH_DISABLE_REPLACE  // call the _dispatch names explicitly
@@ -14,6 +13,7 @@
 #include <new>
 #include <utility>
 
+#include "hash/sha256.h"
 #include "hash/sha256_x2.h"
 #include "hash/skein.h"
 
@@ -21,46 +21,19 @@ namespace qdedup::hash {
 
 namespace {
 
-// OpenSSL EVP digest, which uses the CPU's SHA extensions where present. The
-// digest is fetched once per Hasher: passing EVP_sha256() to every init would
-// repeat the provider lookup for each cluster. OpenSSL 3.0 still frees and
-// re-creates the provider's small digest context on every init; that
+// SHA-256: OpenSSL for one input (src/hash/sha256.h), both at once for two
+// of the same length when the CPU has the SHA extensions. OpenSSL 3.0 frees
+// and re-creates the provider's small digest context at every message; that
 // allocation is inside OpenSSL and cannot be avoided through EVP.
-class EvpHasher : public Hasher {
+class Sha256Hasher : public Hasher {
  public:
-  EvpHasher(const char* name, size_t size)
-      : md_(EVP_MD_fetch(nullptr, name, nullptr)), size_(size), ctx_(EVP_MD_CTX_new()) {
-    if (md_ == nullptr || ctx_ == nullptr) throw std::bad_alloc();
-  }
-  ~EvpHasher() override {
-    EVP_MD_CTX_free(ctx_);
-    EVP_MD_free(md_);
-  }
-  EvpHasher(const EvpHasher&) = delete;
-  EvpHasher& operator=(const EvpHasher&) = delete;
+  Sha256Hasher() : sha_(make_sha256()), x2_(sha256_x2_supported()) {}
 
-  size_t digest_size() const override { return size_; }
+  size_t digest_size() const override { return kSha256DigestSize; }
   void hash(std::span<const uint8_t> data, uint8_t* out) override {
-    uint8_t full[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestInit_ex2(ctx_, md_, nullptr);
-    EVP_DigestUpdate(ctx_, data.data(), data.size());
-    EVP_DigestFinal_ex(ctx_, full, &len);
-    assert(len >= size_);
-    std::copy_n(full, size_, out);
+    sha_.update(data);
+    sha_.final(out);
   }
-
- private:
-  EVP_MD* md_;
-  size_t size_;
-  EVP_MD_CTX* ctx_;
-};
-
-// SHA-256: OpenSSL for one input, both at once for two of the same length
-// when the CPU has the SHA extensions.
-class Sha256Hasher : public EvpHasher {
- public:
-  Sha256Hasher() : EvpHasher("SHA256", 32), x2_(sha256_x2_supported()) {}
   void hash2(std::span<const uint8_t> a, std::span<const uint8_t> b, uint8_t* out_a,
              uint8_t* out_b) override {
     if (x2_ && a.size() == b.size()) {
@@ -71,6 +44,13 @@ class Sha256Hasher : public EvpHasher {
   }
 
  private:
+  static Sha256 make_sha256() {
+    Result<Sha256> s = Sha256::create();
+    if (!s) throw std::bad_alloc();
+    return std::move(s).value();
+  }
+
+  Sha256 sha_;
   bool x2_;
 };
 

@@ -21,4 +21,10 @@ Status File::read_or_zero(uint64_t offset, std::span<uint8_t> buf) {
   return Status::ok();
 }
 
+Result<FileExtent> File::extent_at(uint64_t offset) {
+  QD_ASSIGN_OR_RETURN(uint64_t end, size());
+  if (offset >= end) return FileExtent{UINT64_MAX, true};
+  return FileExtent{end, false};
+}
+
 }  // namespace qdedup::io

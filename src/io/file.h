@@ -16,6 +16,12 @@
 
 namespace qdedup::io {
 
+// A run of a file's bytes, as lseek(SEEK_DATA/SEEK_HOLE) reports it.
+struct FileExtent {
+  uint64_t end = 0;   // the run is [offset asked, end)
+  bool hole = false;  // true: no data stored there, reads return zeros
+};
+
 class File {
  public:
   virtual ~File() = default;
@@ -47,6 +53,11 @@ class File {
     (void)len;
     return false;
   }
+
+  // Block status: the run of data or hole starting at `offset`. Past the end
+  // of the file: a hole ending at UINT64_MAX. Where it cannot be told (here:
+  // always), everything up to the end of the file is data.
+  virtual Result<FileExtent> extent_at(uint64_t offset);
 
   // Reads exactly buf.size() bytes; a short read is a Corruption naming `what`.
   Status read_exact(uint64_t offset, std::span<uint8_t> buf, const char* what);

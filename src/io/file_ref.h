@@ -24,6 +24,8 @@ class FileRef : public File {
     return target_.punch_hole(offset, len);
   }
   Result<uint64_t> allocated_size() override { return target_.allocated_size(); }
+  bool reserve(uint64_t offset, uint64_t len) override { return target_.reserve(offset, len); }
+  Result<FileExtent> extent_at(uint64_t offset) override { return target_.extent_at(offset); }
 
  private:
   File& target_;

@@ -252,20 +252,6 @@ Result<FileExtent> PosixFile::extent_at(uint64_t offset) {
 
 void remove_file(const std::string& path) { (void)::unlink(path.c_str()); }
 
-std::string directory_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string temporary_name_beside(const std::string& target) {
-  std::random_device rd;
-  auto slash = target.rfind('/');
-  std::string dir = slash == std::string::npos ? "" : target.substr(0, slash + 1);
-  std::string base = slash == std::string::npos ? target : target.substr(slash + 1);
-  return dir + "." + base + ".qdedup-" + std::to_string(rd());
-}
-
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;

@@ -3,32 +3,9 @@
 #pragma once
 
 #include "io/file.h"
+#include "io/file_system.h"
 
 namespace qdedup::io {
-
-// How an image is locked, mirroring QEMU's file-posix driver (see
-// docs/locking.md): OFD byte-range locks on bytes 100+perm ("I hold perm") and
-// 200+perm ("I do not share perm").
-enum class LockMode {
-  kNone,         // no locking at all (temporary files nobody else knows about)
-  kForceShare,   // read-only, -U: hold "consistent read" only, share everything
-  kRead,         // read-only: refuse if someone writes; forbid writers while open
-  kWrite,        // read-write: exclusive writer, as a running QEMU takes it
-};
-
-struct OpenOptions {
-  bool writable = false;
-  bool create = false;            // create if missing (O_CREAT)
-  bool exclusive = false;         // with create: fail if it exists (O_EXCL)
-  bool require_regular = false;   // refuse devices, FIFOs, directories
-  LockMode lock = LockMode::kNone;
-};
-
-// A run of a file's bytes, as lseek(SEEK_DATA/SEEK_HOLE) reports it.
-struct FileExtent {
-  uint64_t end = 0;   // the run is [offset asked, end)
-  bool hole = false;  // true: no data stored there, reads return zeros
-};
 
 class PosixFile : public File {
  public:
@@ -53,12 +30,11 @@ class PosixFile : public File {
   // system time of a large sequential write, measured); elsewhere nothing.
   bool reserve(uint64_t offset, uint64_t len) override;
 
-  // The run of data or hole starting at `offset` (lseek SEEK_DATA/SEEK_HOLE,
-  // as QEMU's file-posix block status). Past the end of the file: a hole
-  // ending at UINT64_MAX. Where the file system or the file type cannot tell
-  // (devices, old kernels), everything is data up to the end of the file.
-  // Moves the file position, which pread/pwrite do not use.
-  Result<FileExtent> extent_at(uint64_t offset);
+  // lseek SEEK_DATA/SEEK_HOLE, as QEMU's file-posix block status. Where the
+  // file system or the file type cannot tell (devices, old kernels),
+  // everything is data up to the end of the file. Moves the file position,
+  // which pread/pwrite do not use.
+  Result<FileExtent> extent_at(uint64_t offset) override;
 
  private:
   PosixFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
@@ -77,10 +53,4 @@ void remove_file(const std::string& path);
 // "unsafe" cache mode).
 Status rename_file(const std::string& from, const std::string& to, bool sync_directory = true);
 bool file_exists(const std::string& path);
-// A fresh name in the directory of `target`, for writing a file that is then
-// renamed over `target` (".NAME.qdedup-RANDOM").
-std::string temporary_name_beside(const std::string& target);
-// The directory part of `path` ("." if none).
-std::string directory_of(const std::string& path);
-
 }  // namespace qdedup::io

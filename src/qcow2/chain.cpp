@@ -15,12 +15,6 @@ namespace qdedup::qcow2 {
 
 namespace {
 
-std::string real_path(const std::string& p) {
-  char buf[PATH_MAX];
-  if (::realpath(p.c_str(), buf) != nullptr) return buf;
-  return p;
-}
-
 }  // namespace
 
 bool looks_like_protocol(const std::string& name) {
@@ -40,6 +34,7 @@ io::LockMode lock_for(const OpenRequest& req) {
 }
 
 struct ChainOpener {
+  io::FileSystem& fs;
   std::set<std::string> seen;
 
   Result<std::unique_ptr<BlockDevice>> open(const OpenRequest& req, int depth, bool is_backing) {
@@ -47,14 +42,14 @@ struct ChainOpener {
     if (depth > kMaxChainDepth) {
       return fail(corruption("backing chain is deeper than " + std::to_string(kMaxChainDepth)));
     }
-    if (!seen.insert(real_path(req.path)).second) {
+    if (!seen.insert(fs.canonical_name(req.path)).second) {
       return fail(corruption("backing chain loops back to this file"));
     }
     io::OpenOptions oo;
     oo.writable = req.writable;
     oo.lock = lock_for(req);
     oo.require_regular = is_backing;
-    auto file = io::PosixFile::open(req.path, oo);
+    auto file = fs.open(req.path, oo);
     if (!file) return fail(file.status());
     std::unique_ptr<io::File> f = std::move(file).value();
     std::string format = req.format;
@@ -114,7 +109,7 @@ std::string resolve_backing_path(const std::string& image_path, const std::strin
 }
 
 Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req) {
-  ChainOpener opener;
+  ChainOpener opener{req.fs ? *req.fs : io::posix_file_system(), {}};
   return opener.open(req, 0, req.backing_member);
 }
 

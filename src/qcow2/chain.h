@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "io/posix_file.h"
+#include "io/file_system.h"
 #include "qcow2/device.h"
 #include "qcow2/image.h"
 
@@ -24,6 +24,7 @@ struct OpenRequest {
   bool force_share = false;  // -U: take no read locks that would stop writers
   bool open_backing = true;  // follow the backing chain for reads
   bool backing_member = false;  // named by an image: plain files only
+  io::FileSystem* fs = nullptr;  // where the chain's files are; null: the OS's
 };
 
 // "qcow2" if the file starts with the qcow2 magic and a version >= 2, else "raw".

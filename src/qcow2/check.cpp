@@ -1,5 +1,7 @@
 #include "qcow2/check.h"
 
+#include "qcow2/check_analyser.h"
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -39,63 +41,9 @@ std::optional<uint64_t> CheckAnalysis::stored_refcount(io::File& file, uint64_t 
   return refcount_entry(it->second, g.refcount_order, cluster & (g.rb_entries - 1));
 }
 
-namespace {
-
+namespace check_detail {
 
 std::string dec(uint64_t v) { return std::to_string(v); }
-
-// QEMU's cluster types (qcow2_get_cluster_type): with extended L2 entries
-// the zero flag is not used and offset 0 is always unallocated.
-enum class QType { kUnallocated, kZeroPlain, kZeroAlloc, kNormal, kCompressed };
-
-QType qemu_type(const Geometry& g, uint64_t word) {
-  if (word & kOflagCompressed) return QType::kCompressed;
-  if ((word & kOflagZero) && !g.extended_l2) {
-    return (word & kL2eOffsetMask) ? QType::kZeroAlloc : QType::kZeroPlain;
-  }
-  return (word & kL2eOffsetMask) ? QType::kNormal : QType::kUnallocated;
-}
-
-class Analyser {
- public:
-  Analyser(io::File& file, CheckAnalysis& a, const CheckOptions& o) : file_(file), a_(a), o_(o) {}
-
-  Status run();
-
- private:
-  void log(const std::string& line) {
-    if (o_.log) o_.log(line);
-  }
-  void corrupt(const std::string& line) {
-    ++a_.counts.corruptions;
-    log(line);
-  }
-  // qcow2_inc_refcounts_imrt: counts a reference to every cluster of a byte
-  // range. False if the range reaches a cluster or more past the end of the file.
-  // What a counted reference is, for finding guest data that aliases metadata.
-  enum Use : uint8_t { kMetadata = 0, kGuestData = 1 };
-  bool inc(uint64_t offset, uint64_t size, Use use = kMetadata);
-  // True if [offset, offset + size) reaches a cluster or more past the end of the file.
-  bool beyond_eof(uint64_t offset, uint64_t size) const;
-  // The data cluster of the L2 entry at `at`: counted like inc(); a reference
-  // beyond the refcount width is planned for un-sharing (a copy of its own).
-  bool inc_data(uint64_t at, uint64_t word, uint64_t offset);
-  // Plans to make the L2 entry at `at` read as zeros (or fall through to the
-  // backing file on v2), for a cluster that cannot be read.
-  void plan_unmap(uint64_t at, uint64_t word, const std::string& why);
-  Status walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active);
-  Status walk_l2(uint64_t l2_offset, bool active);
-  Status walk_bitmaps();
-  void check_refblocks();
-  void compare_refcounts();
-  Status check_copied();
-
-  io::File& file_;
-  CheckAnalysis& a_;
-  const CheckOptions& o_;
-  // Two bits a host cluster (2k + Use): referenced as metadata, as guest data.
-  std::vector<bool> uses_;
-};
 
 bool Analyser::beyond_eof(uint64_t offset, uint64_t size) const {
   // A reference may reach into the last, partly written cluster, not further.
@@ -158,6 +106,15 @@ void Analyser::plan_unmap(uint64_t at, uint64_t word, const std::string& why) {
   a_.entry_fixes.push_back(std::move(f));
 }
 
+void Analyser::plan_fix(uint64_t at, uint64_t old_word, uint64_t new_word, std::string what) {
+  EntryFix f;
+  f.file_offset = at;
+  f.old_word = old_word;
+  f.new_word = new_word;
+  f.what = std::move(what);
+  a_.entry_fixes.push_back(std::move(f));
+}
+
 Status Analyser::run() {
   const Header& h = a_.header;
   const Geometry& g = a_.g;
@@ -183,7 +140,8 @@ Status Analyser::run() {
                            [&](const SnapshotFault& f) { return f.index == i; });
     if (bad) continue;
     const Snapshot& s = a_.snapshots[i];
-    if (s.l1_size != 0 && beyond_eof(s.l1_table_offset, uint64_t{s.l1_size} * 8)) {
+    // A reference may reach into the last, partly written cluster (beyond_eof()).
+    if (snapshot_l1_faults(s, g.cluster_size, a_.file_size + g.cluster_size - 1).beyond_end) {
       // The snapshot's L1 table is gone: repair deletes the entry. The
       // corruption itself is counted (once, as qemu-img counts it) by walk_l1.
       a_.bad_snapshots.push_back(
@@ -207,227 +165,6 @@ Status Analyser::run() {
   std::vector<bool>().swap(uses_);
   compare_refcounts();
   QD_TRY(check_copied());
-  return Status::ok();
-}
-
-Status Analyser::walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active) {
-  inc(l1_offset, l1_size * 8);
-  // Entries past the end of the file read as zeros: read only what is there.
-  uint64_t readable = l1_offset < a_.file_size ? (a_.file_size - l1_offset) / 8 : 0;
-  uint64_t n = std::min<uint64_t>(l1_size, readable);
-  if (n == 0) return Status::ok();
-  std::vector<uint8_t> raw(n * 8);
-  QD_TRY(file_.read_or_zero(l1_offset, raw));
-  for (uint64_t i = 0; i < n; ++i) {
-    uint64_t entry = load_be64(raw.data() + 8 * i);
-    if (entry == 0) continue;
-    uint64_t at = l1_offset + 8 * i;
-    if (entry & kL1eReservedMask) {
-      corrupt("ERROR found L1 entry with reserved bits set: " + hex_digits(entry));
-      EntryFix f;
-      f.file_offset = at;
-      f.old_word = entry;
-      f.new_word = entry & ~kL1eReservedMask;
-      f.what = "Repairing L1 entry with reserved bits set: " + hex_digits(entry);
-      a_.entry_fixes.push_back(std::move(f));
-    }
-    uint64_t l2 = entry & kL1eOffsetMask;
-    if (l2 == 0) continue;
-    bool beyond_eof = !inc(l2, a_.g.cluster_size);
-    if (l2 % a_.g.cluster_size != 0) {
-      corrupt("ERROR l2_offset=" + hex_digits(l2) + ": Table is not cluster aligned; L1 entry corrupted");
-    }
-    if (beyond_eof || l2 % a_.g.cluster_size != 0) {
-      // Nothing can be read from this table: drop it (the guest range then
-      // reads from the backing file, or zeros).
-      EntryFix f;
-      f.file_offset = at;
-      f.old_word = entry;
-      f.new_word = 0;
-      f.what = "Repairing L1 entry " + dec(i) + ": its L2 table at 0x" + hex_digits(l2) +
-               " cannot be read; guest bytes " + dec(i * a_.g.bytes_per_l2()) + ".." +
-               dec((i + 1) * a_.g.bytes_per_l2() - 1) + " now read " +
-               (a_.header.has_backing() ? "from the backing file" : "as zeros");
-      a_.entry_fixes.push_back(std::move(f));
-    }
-    QD_TRY(walk_l2(l2, active));
-  }
-  return Status::ok();
-}
-
-Status Analyser::walk_l2(uint64_t l2_offset, bool active) {
-  const Geometry& g = a_.g;
-  std::vector<uint8_t> table(g.cluster_size);
-  QD_TRY(file_.read_or_zero(l2_offset, table));
-  uint64_t next_contiguous = 0;
-  for (uint64_t i = 0; i < g.l2_entries; ++i) {
-    const uint8_t* p = table.data() + i * g.l2_entry_bytes;
-    uint64_t word = load_be64(p);
-    uint64_t bitmap = g.extended_l2 ? load_be64(p + 8) : 0;
-    uint64_t at = l2_offset + i * g.l2_entry_bytes;
-    QType type = qemu_type(g, word);
-    uint64_t fixed = word;  // what -r all writes back, if different
-    std::string fix_what;
-    std::string unmap;  // why the entry must be unmapped instead
-
-    if (type != QType::kCompressed && (word & kL2eStdReservedMask)) {
-      corrupt("ERROR found l2 entry with reserved bits set: " + hex_digits(word));
-      fixed &= ~kL2eStdReservedMask;
-      fix_what = "Repairing l2 entry with reserved bits set: " + hex_digits(word);
-    }
-    switch (type) {
-      case QType::kCompressed: {
-        if (word & kOflagCopied) {
-          corrupt("ERROR: coffset=0x" + hex_digits(word & g.cluster_offset_mask) +
-                  ": copied flag must never be set for compressed clusters");
-          fixed &= ~kOflagCopied;
-          fix_what = "Repairing compressed cluster entry with the copied flag set: " + hex_digits(word);
-        }
-        if (bitmap) {
-          corrupt("ERROR compressed cluster " + dec(i) +
-                  " with non-zero subcluster allocation bitmap, entry=0x" + hex_digits(word));
-          ++a_.unrepairable;
-          break;
-        }
-        CompressedRange r = compressed_range(g, L2Entry{word & ~kOflagCopied, 0});
-        if (!inc(r.offset, r.length, kGuestData)) {
-          unmap = "compressed cluster at 0x" + hex_digits(r.offset) + " beyond the end of the file";
-        }
-        if (active) {
-          ++a_.counts.allocated_clusters;
-          ++a_.counts.compressed_clusters;
-          ++a_.counts.fragmented_clusters;
-        }
-        break;
-      }
-      case QType::kZeroAlloc:
-      case QType::kNormal: {
-        uint64_t offset = word & kL2eOffsetMask;
-        if (type == QType::kNormal && ((bitmap >> 32) & bitmap)) {
-          corrupt("ERROR offset=" + hex_digits(offset) +
-                  ": Allocated cluster has corrupted subcluster allocation bitmap");
-          ++a_.unrepairable;
-        }
-        bool unaligned = offset % g.cluster_size != 0;
-        if (unaligned) {
-          bool contains_data = g.extended_l2 ? (bitmap & kBitmapAllAllocated) != 0
-                                             : (word & kOflagZero) == 0;
-          if (!contains_data) {
-            corrupt("ERROR offset=" + hex_digits(offset) +
-                    ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
-            fixed = g.extended_l2 ? 0 : kOflagZero;
-            fix_what = "Repairing offset=" + hex_digits(offset) +
-                       ": Preallocated cluster is not properly aligned; L2 entry corrupted.";
-          } else {
-            corrupt("ERROR offset=" + hex_digits(offset) +
-                    ": Data cluster is not properly aligned; L2 entry corrupted.");
-            unmap = "offset=" + hex_digits(offset) + ": data cluster is not properly aligned";
-          }
-        }
-        if (active) {
-          ++a_.counts.allocated_clusters;
-          if (next_contiguous && offset != next_contiguous) ++a_.counts.fragmented_clusters;
-          next_contiguous = offset + g.cluster_size;
-        }
-        if (!inc_data(at, word, offset) && unmap.empty()) {
-          unmap = "offset=" + hex_digits(offset) + ": cluster lies beyond the end of the file";
-        }
-        if (a_.g.version < 3 && !g.extended_l2 && (word & kOflagZero)) {
-          corrupt("ERROR zero cluster entry " + hex_digits(word) + " in a version 2 image");
-          if (!a_.header.has_backing()) {
-            fixed = 0;
-            fix_what = "Repairing zero cluster entry " + hex_digits(word) +
-                       " in a version 2 image: now unallocated (reads as zeros)";
-          } else {
-            ++a_.unrepairable;
-          }
-        }
-        break;
-      }
-      case QType::kZeroPlain:
-        if (a_.g.version < 3) {
-          corrupt("ERROR zero cluster entry " + hex_digits(word) + " in a version 2 image");
-          if (!a_.header.has_backing()) {
-            fixed = 0;
-            fix_what = "Repairing zero cluster entry " + hex_digits(word) +
-                       " in a version 2 image: now unallocated (reads as zeros)";
-          } else {
-            ++a_.unrepairable;
-          }
-        }
-        break;
-      case QType::kUnallocated:
-        if (bitmap & kBitmapAllAllocated) {
-          corrupt("ERROR: Unallocated cluster has non-zero subcluster allocation map");
-          ++a_.unrepairable;
-        }
-        break;
-    }
-    if (!unmap.empty()) {
-      plan_unmap(at, word, unmap);
-    } else if (fixed != word) {
-      EntryFix f;
-      f.file_offset = at;
-      f.old_word = word;
-      f.new_word = fixed;
-      f.what = fix_what;
-      a_.entry_fixes.push_back(std::move(f));
-    }
-  }
-  return Status::ok();
-}
-
-Status Analyser::walk_bitmaps() {
-  const Header& h = a_.header;
-  // QEMU ignores the bitmaps (and they become leaks) once a program that does
-  // not know them cleared autoclear bit 0.
-  if (!h.bitmaps_ext || !(h.autoclear_features & kAutoclearBitmaps)) return Status::ok();
-  const std::vector<uint8_t>& ext = *h.bitmaps_ext;
-  if (ext.size() < 24) {
-    corrupt("ERROR bitmaps extension is too short");
-    return Status::ok();
-  }
-  uint32_t nb = load_be32(ext.data());
-  uint64_t dir_size = load_be64(ext.data() + 8);
-  uint64_t dir_offset = load_be64(ext.data() + 16);
-  if (nb == 0) return Status::ok();
-  inc(dir_offset, dir_size);
-  if (dir_size > (64ull << 20) || dir_offset > a_.file_size || dir_size > a_.file_size - dir_offset) {
-    corrupt("ERROR bitmap directory at 0x" + hex_digits(dir_offset) + " is invalid");
-    return Status::ok();
-  }
-  std::vector<uint8_t> dir(dir_size);
-  QD_TRY(file_.read_or_zero(dir_offset, dir));
-  uint64_t pos = 0;
-  for (uint32_t b = 0; b < nb; ++b) {
-    if (pos + 24 > dir.size()) {
-      corrupt("ERROR bitmap directory entry " + dec(b) + " lies beyond the directory");
-      return Status::ok();
-    }
-    const uint8_t* e = dir.data() + pos;
-    uint64_t table_offset = load_be64(e);
-    uint32_t table_size = load_be32(e + 8);
-    uint16_t name_size = load_be16(e + 18);
-    uint32_t extra = load_be32(e + 20);
-    uint64_t entry_len = (24 + uint64_t{extra} + name_size + 7) & ~uint64_t{7};
-    pos += entry_len;
-    if (!inc(table_offset, uint64_t{table_size} * 8)) continue;
-    if (table_offset % a_.g.cluster_size != 0) {
-      corrupt("ERROR bitmap table at 0x" + hex_digits(table_offset) + " is not cluster aligned");
-      continue;
-    }
-    std::vector<uint8_t> table(uint64_t{table_size} * 8);
-    QD_TRY(file_.read_or_zero(table_offset, table));
-    for (uint32_t i = 0; i < table_size; ++i) {
-      uint64_t entry = load_be64(table.data() + 8 * i);
-      uint64_t off = entry & 0x00fffffffffffe00ull;
-      if ((entry & 0xff000000000001feull) || (off != 0 && ((entry & 1) || off % a_.g.cluster_size != 0))) {
-        corrupt("ERROR bitmap table entry " + hex_digits(entry) + " is invalid");
-        continue;
-      }
-      if (off != 0) inc(off, a_.g.cluster_size);
-    }
-  }
   return Status::ok();
 }
 
@@ -506,13 +243,13 @@ Status Analyser::check_copied() {
     }
     QD_TRY(file_.read_or_zero(l2, table));
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
-      uint64_t word = load_be64(table.data() + j * g.l2_entry_bytes);
-      QType type = qemu_type(g, word);
-      if (type != QType::kNormal && type != QType::kZeroAlloc) continue;
-      std::optional<uint64_t> drc = a_.stored_refcount(file_, (word & kL2eOffsetMask) >> g.cluster_bits);
+      L2Entry e{load_be64(table.data() + j * g.l2_entry_bytes), 0};
+      ClusterType type = e.cluster_type(g);
+      if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
+      std::optional<uint64_t> drc = a_.stored_refcount(file_, e.host_offset() >> g.cluster_bits);
       if (!drc) continue;
-      if ((*drc == 1) != ((word & kOflagCopied) != 0)) {
-        corrupt("ERROR OFLAG_COPIED data cluster: l2_entry=" + hex_digits(word) +
+      if ((*drc == 1) != e.copied()) {
+        corrupt("ERROR OFLAG_COPIED data cluster: l2_entry=" + hex_digits(e.word) +
                 " refcount=" + dec(*drc));
       }
     }
@@ -520,21 +257,12 @@ Status Analyser::check_copied() {
   return Status::ok();
 }
 
-}  // namespace
+}  // namespace check_detail
 
 Result<CheckAnalysis> analyse_image(io::File& file, const CheckOptions& options) {
   CheckAnalysis a;
   QD_ASSIGN_OR_RETURN(a.file_size, file.size());
-  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(a.file_size, kHeaderV3Length)));
-  QD_TRY(file.read_exact(0, head, "header"));
-  if (head.size() >= kOffClusterBits + 4) {
-    uint32_t cluster_bits = load_be32(head.data() + kOffClusterBits);
-    if (cluster_bits >= kMinClusterBits && cluster_bits <= kMaxClusterBits) {
-      head.resize(static_cast<size_t>(std::min<uint64_t>(a.file_size, uint64_t{1} << cluster_bits)));
-      QD_TRY(file.read_exact(0, head, "header"));
-    }
-  }
-  QD_ASSIGN_OR_RETURN(a.header, decode_header(head));
+  QD_ASSIGN_OR_RETURN(a.header, read_header(file, a.file_size));
   QD_TRY(validate_header(a.header, a.file_size, false));
   a.g = Geometry::from_header(a.header);
 
@@ -547,11 +275,13 @@ Result<CheckAnalysis> analyse_image(io::File& file, const CheckOptions& options)
     const Snapshot& s = a.snapshots[i];
     std::string who = "snapshot " + escape_for_display(s.id) + " (" + escape_for_display(s.name) + ")";
     char buf[64];
-    if (s.l1_table_offset % a.g.cluster_size != 0) {
+    // (Whether the table lies inside the file is judged by the walk.)
+    SnapshotL1Faults faults = snapshot_l1_faults(s, a.g.cluster_size, a.file_size);
+    if (faults.unaligned) {
       std::snprintf(buf, sizeof buf, "%#" PRIx64, s.l1_table_offset);
       a.bad_snapshots.push_back({i, who + " l1_offset=" + buf +
                                         ": L1 table is not cluster aligned; snapshot table entry corrupted"});
-    } else if (s.l1_size > kMaxL1Entries) {
+    } else if (faults.too_large) {
       std::snprintf(buf, sizeof buf, "%#" PRIx32, s.l1_size);
       a.bad_snapshots.push_back({i, who + " l1_size=" + buf +
                                         ": L1 table is too large; snapshot table entry corrupted"});
@@ -562,7 +292,7 @@ Result<CheckAnalysis> analyse_image(io::File& file, const CheckOptions& options)
     if (options.log) options.log("ERROR " + f.message);
   }
 
-  Analyser analyser(file, a, options);
+  check_detail::Analyser analyser(file, a, options);
   QD_TRY(analyser.run());
   return a;
 }

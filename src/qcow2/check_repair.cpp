@@ -153,15 +153,8 @@ Status Repairer::rebuild_refcounts(CheckAnalysis& a) {
   const uint64_t cs = g.cluster_size;
   // New structures go past everything in use and past the end of the file.
   uint64_t start = std::max<uint64_t>(a.computed.size(), (a.file_size + cs - 1) / cs);
-  uint64_t blocks = 0, table_clusters = 0;
-  for (;;) {
-    uint64_t end = start + blocks + table_clusters;
-    uint64_t need_blocks = (end + g.rb_entries - 1) / g.rb_entries;
-    uint64_t need_table = (need_blocks * 8 + cs - 1) / cs;
-    if (need_blocks == blocks && need_table == table_clusters) break;
-    blocks = need_blocks;
-    table_clusters = need_table;
-  }
+  const RefcountLayout layout = refcount_layout(g, 0, start, 0);
+  const uint64_t blocks = layout.blocks, table_clusters = layout.table_clusters;
   if (table_clusters * cs > kMaxReftableBytes) {
     return no_space("rebuilt refcount table would exceed " + std::to_string(kMaxReftableBytes) + " bytes");
   }
@@ -236,12 +229,13 @@ Result<bool> Repairer::fix_copied(CheckAnalysis& a, bool clear_pass,
     bool dirty = false;
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
       uint8_t* p = table.data() + j * g.l2_entry_bytes;
-      uint64_t word = load_be64(p);
-      if (word & kOflagCompressed) continue;
-      uint64_t off = word & kL2eOffsetMask;
-      if (off == 0) continue;  // unallocated or plain zero
-      if ((word & kOflagZero) && g.extended_l2) continue;
-      uint64_t rc = target(off >> g.cluster_bits);
+      const L2Entry e{load_be64(p), 0};
+      const uint64_t word = e.word;
+      ClusterType type = e.cluster_type(g);
+      if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
+      // Unlike the analysis, extended entries with bit 0 set are left alone.
+      if (g.extended_l2 && e.zero_flag()) continue;
+      uint64_t rc = target(e.host_offset() >> g.cluster_bits);
       bool w = rc == 1;
       bool h = (word & kOflagCopied) != 0;
       if (w == h || w == clear_pass) continue;

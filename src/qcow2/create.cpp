@@ -82,15 +82,8 @@ Status create_image(io::File& file, const CreateOptions& o) {
   uint64_t l1_clusters = div_round_up(uint64_t{h.l1_size} * 8, cs);
   // Layout: header | refcount table | refcount blocks | L1. Find the smallest
   // table and block counts that describe every cluster, themselves included.
-  uint64_t rt = 1, rb = 1;
-  for (;;) {
-    uint64_t total = 1 + rt + rb + std::max<uint64_t>(l1_clusters, 1);
-    uint64_t need_rb = div_round_up(total, g.rb_entries);
-    uint64_t need_rt = div_round_up(need_rb * 8, cs);
-    if (need_rb <= rb && need_rt <= rt) break;
-    rb = std::max(rb, need_rb);
-    rt = std::max(rt, need_rt);
-  }
+  RefcountLayout layout = refcount_layout(g, 0, 1 + std::max<uint64_t>(l1_clusters, 1), 0);
+  const uint64_t rt = layout.table_clusters, rb = layout.blocks;
   if (rt * cs > kMaxReftableBytes) return invalid_argument("image too large for its refcount table");
   h.refcount_table_offset = cs;
   h.refcount_table_clusters = static_cast<uint32_t>(rt);

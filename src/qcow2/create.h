@@ -36,22 +36,3 @@ Status validate_create_options(const CreateOptions& o);
 Status create_image(io::File& file, const CreateOptions& o);
 
 }  // namespace qdedup::qcow2
-
-namespace qdedup::qcow2 {
-
-// The `-o` options of `create`, as key=value pairs separated by commas
-// (qemu-img's syntax). Unknown keys and bad values are errors.
-struct CreateRequest {
-  CreateOptions image;
-  std::string format = "qcow2";
-  std::optional<uint64_t> size;  // from -o size= or the SIZE argument
-  std::string dedup = "off";
-  bool cluster_size_set = false;  // cluster_size given explicitly
-  std::string dedup_verify = "off";
-  bool help = false;             // -o help
-};
-Status apply_create_options(const std::string& text, CreateRequest& req);
-// The text `-o help` prints.
-std::string create_options_help();
-
-}  // namespace qdedup::qcow2

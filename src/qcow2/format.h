@@ -84,6 +84,9 @@ inline constexpr uint64_t kMaxReftableBytes = 8ull * 1024 * 1024;    // QCOW_MAX
 inline constexpr uint32_t kMaxSnapshots = 65536;                     // QCOW_MAX_SNAPSHOTS
 inline constexpr uint64_t kMaxSnapshotsTableBytes = 64ull * 1024 * 1024;
 inline constexpr uint32_t kMaxSnapshotExtraData = 1024;
+// "Snapshots" section: the fixed part of a snapshot table entry
+// (QEMU's sizeof(QCowSnapshotHeader)).
+inline constexpr uint64_t kSnapshotHeaderBytes = 40;
 inline constexpr uint64_t kMaxClusterOffset = (1ull << 56) - 1;
 inline constexpr uint64_t kMaxFileOffset = static_cast<uint64_t>(INT64_MAX);
 

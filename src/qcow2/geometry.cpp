@@ -30,20 +30,21 @@ uint64_t Geometry::l1_entries_for(uint64_t size) const {
   return div_round_up(size, bytes_per_l2());
 }
 
-ClusterType L2Entry::type(const Geometry& g) const {
+ClusterType L2Entry::cluster_type(const Geometry& g) const {
   if (compressed()) return ClusterType::kCompressed;
-  uint64_t off = host_offset();
-  if (g.extended_l2) {
-    // With subclusters the zero state lives in the bitmap; an entry is
-    // "zero" here only if every subcluster reads as zero.
-    if (off == 0) return (bitmap >> 32) == 0xffffffffu ? ClusterType::kZeroPlain
-                                                       : ClusterType::kUnallocated;
-    return ClusterType::kNormal;
+  const bool allocated = host_offset() != 0;
+  if (zero_flag() && !g.extended_l2) {
+    return allocated ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
   }
-  if (word & kOflagZero) {
-    return off ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+  return allocated ? ClusterType::kNormal : ClusterType::kUnallocated;
+}
+
+ClusterType L2Entry::type(const Geometry& g) const {
+  ClusterType t = cluster_type(g);
+  if (t == ClusterType::kUnallocated && g.extended_l2 && (bitmap >> 32) == 0xffffffffu) {
+    return ClusterType::kZeroPlain;
   }
-  return off ? ClusterType::kNormal : ClusterType::kUnallocated;
+  return t;
 }
 
 CompressedRange compressed_range(const Geometry& g, const L2Entry& e) {

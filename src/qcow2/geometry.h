@@ -39,6 +39,9 @@ struct Geometry {
   uint64_t l1_entries_for(uint64_t size) const;
 };
 
+// Cluster types of the spec's "Cluster mapping" section, with QEMU's names
+// (qcow2_get_cluster_type: QCOW2_CLUSTER_UNALLOCATED, ..._ZERO_PLAIN,
+// ..._ZERO_ALLOC, ..._NORMAL, ..._COMPRESSED).
 enum class ClusterType {
   kUnallocated,  // falls through to the backing file
   kZeroPlain,    // reads as zeros, no host cluster
@@ -54,7 +57,15 @@ struct L2Entry {
 
   bool copied() const { return (word & kOflagCopied) != 0; }
   bool compressed() const { return (word & kOflagCompressed) != 0; }
+  // Bit 0: the zero flag of a standard entry (reserved with extended L2).
+  bool zero_flag() const { return (word & kOflagZero) != 0; }
   uint64_t host_offset() const { return word & kL2eOffsetMask; }
+  // The entry's type as QEMU's qcow2_get_cluster_type() gives it, which is
+  // what `check` judges: with extended L2 entries the zero flag is not used
+  // (zeros live in the subcluster bitmap) and offset 0 is unallocated.
+  ClusterType cluster_type(const Geometry& g) const;
+  // What the whole cluster reads as: cluster_type(), except that an extended
+  // entry without a host cluster whose every subcluster is zero is kZeroPlain.
   ClusterType type(const Geometry& g) const;
 };
 

@@ -93,6 +93,71 @@ Status decode_extensions(Header& h, std::span<const uint8_t> bytes,
   }
 }
 
+// The fields after the version 2 header (defaults for version 2).
+Status decode_version_fields(Header& h, std::span<const uint8_t> bytes) {
+  const uint8_t* p = bytes.data();
+  const uint64_t cluster_size = h.cluster_size();
+  if (h.version == 2) {
+    h.header_length = kHeaderV2Length;
+    h.refcount_order = 4;
+    return Status::ok();
+  }
+  if (bytes.size() < kHeaderV3MinLength) {
+    return corruption("file too short for a version 3 header");
+  }
+  h.incompatible_features = load_be64(p + kOffIncompatibleFeatures);
+  h.compatible_features = load_be64(p + kOffCompatibleFeatures);
+  h.autoclear_features = load_be64(p + kOffAutoclearFeatures);
+  h.refcount_order = load_be32(p + kOffRefcountOrder);
+  h.header_length = load_be32(p + kOffHeaderLength);
+  if (h.header_length < kHeaderV3MinLength) {
+    return corruption("header_length " + std::to_string(h.header_length) +
+                      " is too short (at least 104)");
+  }
+  if (h.header_length > cluster_size) {
+    return corruption("header_length " + std::to_string(h.header_length) +
+                      " exceeds the cluster size");
+  }
+  if (h.header_length > bytes.size()) {
+    return corruption("header_length " + std::to_string(h.header_length) +
+                      " runs past the end of the file");
+  }
+  if (h.header_length > kOffCompressionType) h.compression_type = p[kOffCompressionType];
+  if (h.header_length > kHeaderV3Length) {
+    h.unknown_header_fields.assign(p + kHeaderV3Length, p + h.header_length);
+  }
+  return Status::ok();
+}
+
+// The backing file name; returns where the header extension area ends.
+Result<uint64_t> decode_backing_name(Header& h, std::span<const uint8_t> bytes) {
+  const uint64_t cluster_size = h.cluster_size();
+  uint64_t ext_end = cluster_size;
+  if (h.backing_file_offset != 0) {
+    if (h.backing_file_offset > cluster_size) {
+      return corruption("backing_file_offset " + hex(h.backing_file_offset) +
+                        " lies outside the first cluster");
+    }
+    if (h.backing_file_offset < h.header_length) {
+      return corruption("backing_file_offset " + hex(h.backing_file_offset) +
+                        " overlaps the header");
+    }
+    if (h.backing_file_size > kMaxBackingFileSize ||
+        h.backing_file_size > cluster_size - h.backing_file_offset) {
+      return corruption("backing file name too long (" +
+                        std::to_string(h.backing_file_size) + " bytes)");
+    }
+    if (h.backing_file_offset + h.backing_file_size > bytes.size()) {
+      return corruption("backing file name lies beyond the end of the file");
+    }
+    // An empty name is no backing file, as QEMU reads it; the header
+    // extensions still end where the name would start.
+    h.backing_file = string_from(bytes.subspan(h.backing_file_offset, h.backing_file_size));
+    ext_end = h.backing_file_offset;
+  }
+  return ext_end;
+}
+
 }  // namespace
 
 Result<Header> decode_header(std::span<const uint8_t> bytes) {
@@ -125,66 +190,48 @@ Result<Header> decode_header(std::span<const uint8_t> bytes) {
   h.nb_snapshots = load_be32(p + kOffNbSnapshots);
   h.snapshots_offset = load_be64(p + kOffSnapshotsOffset);
 
-  const uint64_t cluster_size = h.cluster_size();
-  if (h.version == 2) {
-    h.header_length = kHeaderV2Length;
-    h.refcount_order = 4;
-  } else {
-    if (bytes.size() < kHeaderV3MinLength) {
-      return corruption("file too short for a version 3 header");
-    }
-    h.incompatible_features = load_be64(p + kOffIncompatibleFeatures);
-    h.compatible_features = load_be64(p + kOffCompatibleFeatures);
-    h.autoclear_features = load_be64(p + kOffAutoclearFeatures);
-    h.refcount_order = load_be32(p + kOffRefcountOrder);
-    h.header_length = load_be32(p + kOffHeaderLength);
-    if (h.header_length < kHeaderV3MinLength) {
-      return corruption("header_length " + std::to_string(h.header_length) +
-                        " is too short (at least 104)");
-    }
-    if (h.header_length > cluster_size) {
-      return corruption("header_length " + std::to_string(h.header_length) +
-                        " exceeds the cluster size");
-    }
-    if (h.header_length > bytes.size()) {
-      return corruption("header_length " + std::to_string(h.header_length) +
-                        " runs past the end of the file");
-    }
-    if (h.header_length > kOffCompressionType) h.compression_type = p[kOffCompressionType];
-    if (h.header_length > kHeaderV3Length) {
-      h.unknown_header_fields.assign(p + kHeaderV3Length, p + h.header_length);
-    }
-  }
-
-  uint64_t ext_end = cluster_size;
-  if (h.backing_file_offset != 0) {
-    if (h.backing_file_offset > cluster_size) {
-      return corruption("backing_file_offset " + hex(h.backing_file_offset) +
-                        " lies outside the first cluster");
-    }
-    if (h.backing_file_offset < h.header_length) {
-      return corruption("backing_file_offset " + hex(h.backing_file_offset) +
-                        " overlaps the header");
-    }
-    if (h.backing_file_size > kMaxBackingFileSize ||
-        h.backing_file_size > cluster_size - h.backing_file_offset) {
-      return corruption("backing file name too long (" +
-                        std::to_string(h.backing_file_size) + " bytes)");
-    }
-    if (h.backing_file_offset + h.backing_file_size > bytes.size()) {
-      return corruption("backing file name lies beyond the end of the file");
-    }
-    // An empty name is no backing file, as QEMU reads it; the header
-    // extensions still end where the name would start.
-    h.backing_file = string_from(bytes.subspan(h.backing_file_offset, h.backing_file_size));
-    ext_end = h.backing_file_offset;
-  }
+  QD_TRY(decode_version_fields(h, bytes));
+  // The header extensions end where the backing file name starts, if any.
+  QD_ASSIGN_OR_RETURN(uint64_t ext_end, decode_backing_name(h, bytes));
   QD_TRY(decode_extensions(h, bytes, h.header_length, ext_end));
   return h;
 }
 
-Status validate_header(const Header& h, uint64_t file_size, bool writable) {
-  const uint64_t cluster_size = h.cluster_size();
+Result<Header> read_header(io::File& file, uint64_t file_size) {
+  // Cluster 0 holds the header, its extensions and the backing file name:
+  // read all of it (at most 2 MiB, never more than the file).
+  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(file_size, kHeaderV3Length)));
+  QD_TRY(file.read_exact(0, head, "header"));
+  if (head.size() >= kOffClusterBits + 4) {
+    uint32_t cluster_bits = load_be32(head.data() + kOffClusterBits);
+    if (cluster_bits >= kMinClusterBits && cluster_bits <= kMaxClusterBits) {
+      head.resize(static_cast<size_t>(std::min<uint64_t>(file_size, uint64_t{1} << cluster_bits)));
+      QD_TRY(file.read_exact(0, head, "header"));
+    }
+  }
+  return decode_header(head);
+}
+
+Status validate_table(uint64_t offset, uint64_t entries, uint64_t entry_bytes,
+                      uint64_t max_bytes, TableName name, uint64_t cluster_size) {
+  if (entries > max_bytes / entry_bytes) {
+    return corruption(std::string(name.name) + " too large (" + std::to_string(entries) + " " +
+                      name.unit + ")");
+  }
+  if (offset % cluster_size != 0 || (entries > 0 && offset == 0)) {
+    return corruption(std::string(name.name) + " offset " + hex(offset) + " invalid");
+  }
+  return Status::ok();
+}
+
+bool table_in_file(uint64_t offset, uint64_t bytes, uint64_t file_size) {
+  return bytes == 0 || (offset <= file_size && bytes <= file_size - offset);
+}
+
+namespace {
+
+// Features and fields that this build cannot or may not open.
+Status validate_features(const Header& h, bool writable) {
   if (h.refcount_order > kMaxRefcountOrder) {
     return corruption("refcount_order " + std::to_string(h.refcount_order) +
                       " is too large (refcount width may not exceed 64 bits)");
@@ -219,63 +266,111 @@ Status validate_header(const Header& h, uint64_t file_size, bool writable) {
   if (h.size > kMaxFileOffset) {
     return corruption("virtual size " + std::to_string(h.size) + " is too large");
   }
-  // Reference count table.
+  return Status::ok();
+}
+
+Status validate_refcount_table(const Header& h, uint64_t file_size) {
   if (h.refcount_table_clusters == 0) {
     return corruption("image does not contain a reference count table");
   }
-  uint64_t reftable_bytes = uint64_t{h.refcount_table_clusters} * cluster_size;
-  if (reftable_bytes > kMaxReftableBytes) {
-    return corruption("reference count table too large (" +
-                      std::to_string(h.refcount_table_clusters) + " clusters)");
-  }
-  if (h.refcount_table_offset % cluster_size != 0 || h.refcount_table_offset == 0) {
-    return corruption("reference count table offset " + hex(h.refcount_table_offset) +
-                      " invalid");
-  }
-  if (h.refcount_table_offset > file_size ||
-      reftable_bytes > file_size - h.refcount_table_offset) {
+  const uint64_t cluster_size = h.cluster_size();
+  QD_TRY(validate_table(h.refcount_table_offset, h.refcount_table_clusters, cluster_size,
+                        kMaxReftableBytes, {"reference count table", "clusters"}, cluster_size));
+  if (!table_in_file(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cluster_size,
+                     file_size)) {
     return corruption("reference count table at " + hex(h.refcount_table_offset) +
                       " lies beyond the end of the file");
   }
-  // Active L1 table.
+  return Status::ok();
+}
+
+Status validate_l1_table(const Header& h, uint64_t file_size) {
+  const uint64_t cluster_size = h.cluster_size();
   bool extended = (h.incompatible_features & kIncompatExtendedL2) != 0;
   uint64_t l2_entries = cluster_size / (extended ? 16 : 8);
-  uint64_t bytes_per_l1 = cluster_size * l2_entries;
-  uint64_t min_l1 = div_round_up(h.size, bytes_per_l1);
+  uint64_t min_l1 = div_round_up(h.size, cluster_size * l2_entries);
   if (min_l1 > kMaxL1Entries) {
     return corruption("virtual size " + std::to_string(h.size) +
                       " is too large for the cluster size");
-  }
-  if (h.l1_size > kMaxL1Entries) {
-    return corruption("active L1 table too large (" + std::to_string(h.l1_size) +
-                      " entries)");
   }
   if (h.l1_size < min_l1) {
     return corruption("L1 table is too small (" + std::to_string(h.l1_size) +
                       " entries for " + std::to_string(min_l1) + " needed)");
   }
-  if (h.l1_table_offset % cluster_size != 0 ||
-      (h.l1_size > 0 && h.l1_table_offset == 0)) {
-    return corruption("active L1 table offset " + hex(h.l1_table_offset) + " invalid");
-  }
-  uint64_t l1_bytes = uint64_t{h.l1_size} * 8;
-  if (h.l1_size > 0 &&
-      (h.l1_table_offset > file_size || l1_bytes > file_size - h.l1_table_offset)) {
+  QD_TRY(validate_table(h.l1_table_offset, h.l1_size, 8, kMaxL1Entries * 8,
+                        {"active L1 table", "entries"}, cluster_size));
+  if (!table_in_file(h.l1_table_offset, uint64_t{h.l1_size} * 8, file_size)) {
     return corruption("active L1 table at " + hex(h.l1_table_offset) + " (" +
                       std::to_string(h.l1_size) + " entries) lies beyond the end of the file");
   }
-  // Snapshot table (its entries are validated when parsed).
-  if (h.nb_snapshots > kMaxSnapshots) {
-    return corruption("snapshot table too large (" + std::to_string(h.nb_snapshots) +
-                      " snapshots)");
-  }
+  return Status::ok();
+}
+
+// The snapshot table's entries are validated when parsed.
+Status validate_snapshot_table(const Header& h, uint64_t file_size) {
   // As QEMU's qcow2_validate_table(): aligned even when there are no snapshots.
-  if (h.snapshots_offset % cluster_size != 0 || h.snapshots_offset > kMaxFileOffset ||
-      (h.nb_snapshots > 0 && (h.snapshots_offset == 0 || h.snapshots_offset >= file_size))) {
+  QD_TRY(validate_table(h.snapshots_offset, h.nb_snapshots, kSnapshotHeaderBytes,
+                        kSnapshotHeaderBytes * kMaxSnapshots, {"snapshot table", "snapshots"},
+                        h.cluster_size()));
+  if (h.snapshots_offset > kMaxFileOffset ||
+      (h.nb_snapshots > 0 && h.snapshots_offset >= file_size)) {
     return corruption("snapshot table offset " + hex(h.snapshots_offset) + " invalid");
   }
   return Status::ok();
 }
+
+}  // namespace
+
+Status validate_header(const Header& h, uint64_t file_size, bool writable) {
+  QD_TRY(validate_features(h, writable));
+  QD_TRY(validate_refcount_table(h, file_size));
+  QD_TRY(validate_l1_table(h, file_size));
+  return validate_snapshot_table(h, file_size);
+}
+
+namespace {
+
+// Writes the header extensions into cluster 0 (`out`) from byte `off` on,
+// advancing it. False if they do not fit.
+bool encode_extensions(const Header& h, std::span<uint8_t> out, uint64_t& off) {
+  const uint64_t cluster_size = out.size();
+  uint8_t* p = out.data();
+  bool overflow = false;
+  auto put_ext = [&](uint32_t type, std::span<const uint8_t> data) {
+    uint64_t padded = 0;
+    (void)align_up(data.size(), 8, &padded);
+    if (off + 8 + padded > cluster_size) {
+      overflow = true;
+      return;
+    }
+    store_be32(p + off, type);
+    store_be32(p + off + 4, static_cast<uint32_t>(data.size()));
+    std::copy(data.begin(), data.end(), p + off + 8);
+    off += 8 + padded;
+  };
+  auto as_bytes = [](const std::string& s) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  if (h.backing_format) put_ext(kExtBackingFormat, as_bytes(*h.backing_format));
+  if (h.data_file) put_ext(kExtDataFile, as_bytes(*h.data_file));
+  if (h.crypto_ext) put_ext(kExtCrypto, *h.crypto_ext);
+  if (h.version >= 3 && !h.feature_names.empty()) {
+    std::vector<uint8_t> table(h.feature_names.size() * kFeatureNameEntrySize, 0);
+    for (size_t i = 0; i < h.feature_names.size(); ++i) {
+      const FeatureName& f = h.feature_names[i];
+      uint8_t* e = table.data() + i * kFeatureNameEntrySize;
+      e[0] = f.type;
+      e[1] = f.bit;
+      std::copy_n(f.name.begin(), std::min<size_t>(f.name.size(), kFeatureNameLength), e + 2);
+    }
+    put_ext(kExtFeatureTable, table);
+  }
+  if (h.bitmaps_ext) put_ext(kExtBitmaps, *h.bitmaps_ext);
+  for (const HeaderExtension& e : h.unknown_extensions) put_ext(e.type, e.data);
+  return !overflow;
+}
+
+}  // namespace
 
 Result<std::vector<uint8_t>> encode_header(const Header& h) {
   const uint64_t cluster_size = h.cluster_size();
@@ -310,38 +405,7 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
   }
 
   uint64_t off = header_length;
-  bool overflow = false;
-  auto put_ext = [&](uint32_t type, std::span<const uint8_t> data) {
-    uint64_t padded = 0;
-    (void)align_up(data.size(), 8, &padded);
-    if (off + 8 + padded > cluster_size) {
-      overflow = true;
-      return;
-    }
-    store_be32(p + off, type);
-    store_be32(p + off + 4, static_cast<uint32_t>(data.size()));
-    std::copy(data.begin(), data.end(), p + off + 8);
-    off += 8 + padded;
-  };
-  auto as_bytes = [](const std::string& s) {
-    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-  };
-  if (h.backing_format) put_ext(kExtBackingFormat, as_bytes(*h.backing_format));
-  if (h.data_file) put_ext(kExtDataFile, as_bytes(*h.data_file));
-  if (h.crypto_ext) put_ext(kExtCrypto, *h.crypto_ext);
-  if (h.version >= 3 && !h.feature_names.empty()) {
-    std::vector<uint8_t> table(h.feature_names.size() * kFeatureNameEntrySize, 0);
-    for (size_t i = 0; i < h.feature_names.size(); ++i) {
-      const FeatureName& f = h.feature_names[i];
-      uint8_t* e = table.data() + i * kFeatureNameEntrySize;
-      e[0] = f.type;
-      e[1] = f.bit;
-      std::copy_n(f.name.begin(), std::min<size_t>(f.name.size(), kFeatureNameLength), e + 2);
-    }
-    put_ext(kExtFeatureTable, table);
-  }
-  if (h.bitmaps_ext) put_ext(kExtBitmaps, *h.bitmaps_ext);
-  for (const HeaderExtension& e : h.unknown_extensions) put_ext(e.type, e.data);
+  bool overflow = !encode_extensions(h, out, off);
   if (off + 8 > cluster_size) overflow = true;
   off += 8;  // end-of-extensions marker: already zero
   if (!h.backing_file.empty()) {

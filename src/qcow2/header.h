@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "io/file.h"
 #include "util/status.h"
 
 namespace qdedup::qcow2 {
@@ -68,9 +69,31 @@ struct Header {
 // Decodes cluster 0 (`bytes` may be shorter than a cluster when the file is).
 Result<Header> decode_header(std::span<const uint8_t> bytes);
 
+// Reads cluster 0 of `file` (at most one cluster and never past
+// `file_size`, which is the file's size) and decodes it.
+Result<Header> read_header(io::File& file, uint64_t file_size);
+
 // Checks every field against the spec, QEMU's limits and `file_size`.
 // `writable`: corrupt images may only be opened read-only.
 Status validate_header(const Header& h, uint64_t file_size, bool writable);
+
+// How messages about a table name it and count its entries.
+struct TableName {
+  const char* name;  // "active L1 table": starts every message
+  const char* unit;  // what `entries` counts: "entries", "clusters"
+};
+
+// Checks a table located by the header as QEMU's qcow2_validate_table()
+// does: `entries` of `entry_bytes` each fit in `max_bytes`, and the table
+// starts on a cluster boundary, not in cluster 0 (the header) unless it is
+// empty. Corruption "NAME too large (N UNIT)" or "NAME offset 0x... invalid".
+// Where the table ends is the caller's (see table_in_file()).
+Status validate_table(uint64_t offset, uint64_t entries, uint64_t entry_bytes,
+                      uint64_t max_bytes, TableName name, uint64_t cluster_size);
+
+// True if [offset, offset + bytes) lies inside a file of `file_size` bytes
+// (always true when `bytes` is 0).
+bool table_in_file(uint64_t offset, uint64_t bytes, uint64_t file_size);
 
 // Encodes cluster 0: fixed header, extensions, end marker, backing name.
 // Sets header_length, backing_file_offset and backing_file_size in the output

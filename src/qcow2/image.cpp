@@ -32,18 +32,7 @@ Image::~Image() = default;
 Result<std::unique_ptr<Image>> Image::open(std::unique_ptr<io::File> file,
                                            const ImageOptions& options) {
   QD_ASSIGN_OR_RETURN(uint64_t file_size, file->size());
-  // Cluster 0 holds the header, its extensions and the backing file name:
-  // read all of it (at most 2 MiB, never more than the file).
-  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(file_size, kHeaderV3Length)));
-  QD_TRY(file->read_exact(0, head, "header"));
-  if (head.size() >= kOffClusterBits + 4) {
-    uint32_t cluster_bits = load_be32(head.data() + kOffClusterBits);
-    if (cluster_bits >= kMinClusterBits && cluster_bits <= kMaxClusterBits) {
-      head.resize(static_cast<size_t>(std::min<uint64_t>(file_size, uint64_t{1} << cluster_bits)));
-      QD_TRY(file->read_exact(0, head, "header"));
-    }
-  }
-  QD_ASSIGN_OR_RETURN(Header header, decode_header(head));
+  QD_ASSIGN_OR_RETURN(Header header, read_header(*file, file_size));
   QD_TRY(validate_header(header, file_size, options.writable));
   if (options.writable && (header.incompatible_features & kIncompatDirty)) {
     return corruption("image is dirty (not closed cleanly with lazy refcounts); "

@@ -1,55 +1,41 @@
 #include "qcow2/info.h"
 
+#include "qcow2/bitmap.h"
 #include "qcow2/chain.h"
 #include "qcow2/format.h"
 #include "qcow2/image.h"
-#include "util/endian.h"
-#include "util/size.h"
 
 namespace qdedup::qcow2 {
 
 namespace {
 
-// Bitmap directory limits (QEMU block/qcow2-bitmap.c).
-constexpr uint64_t kMaxBitmapDirectoryBytes = 1024ull * 65535;
-constexpr uint32_t kMaxBitmaps = 65535;
-constexpr uint32_t kBitmapFlagInUse = 1u << 0;
-constexpr uint32_t kBitmapFlagAuto = 1u << 1;
-
 Result<std::vector<BitmapInfo>> read_bitmaps(Image& img) {
-  const std::vector<uint8_t>& ext = *img.header().bitmaps_ext;
-  uint32_t nb = load_be32(ext.data());
-  uint64_t dir_size = load_be64(ext.data() + 8);
-  uint64_t dir_offset = load_be64(ext.data() + 16);
+  QD_ASSIGN_OR_RETURN(BitmapsExtension ext, decode_bitmaps_extension(*img.header().bitmaps_ext));
   QD_ASSIGN_OR_RETURN(uint64_t file_size, img.file().size());
-  if (nb == 0 || nb > kMaxBitmaps || dir_size > kMaxBitmapDirectoryBytes ||
-      dir_offset % img.geometry().cluster_size != 0 || dir_offset > file_size ||
-      dir_size > file_size - dir_offset) {
+  const uint64_t dir_offset = ext.bitmap_directory_offset;
+  const uint64_t dir_size = ext.bitmap_directory_size;
+  if (ext.nb_bitmaps == 0 || ext.nb_bitmaps > kMaxBitmaps ||
+      !validate_table(dir_offset, dir_size, 1, kMaxBitmapDirectoryBytes,
+                      {"bitmap directory", "bytes"}, img.geometry().cluster_size) ||
+      dir_offset > file_size || !table_in_file(dir_offset, dir_size, file_size)) {
     return corruption("bitmaps extension: invalid bitmap directory");
   }
   std::vector<uint8_t> dir(dir_size);
   QD_TRY(img.file().read_exact(dir_offset, dir, "bitmap directory"));
+  std::vector<BitmapDirectoryEntry> entries = decode_bitmap_directory(dir, ext.nb_bitmaps);
   std::vector<BitmapInfo> out;
-  uint64_t off = 0;
-  for (uint32_t i = 0; i < nb; ++i) {
-    if (off + 24 > dir.size()) return corruption("bitmap directory entry " + std::to_string(i) + " truncated");
-    const uint8_t* p = dir.data() + off;
-    uint32_t flags = load_be32(p + 12);
-    uint8_t granularity_bits = p[17];
-    uint16_t name_size = load_be16(p + 18);
-    uint32_t extra = load_be32(p + 20);
-    uint64_t entry = 0;
-    (void)align_up(24 + uint64_t{extra} + name_size, 8, &entry);
-    if (off + entry > dir.size() || granularity_bits > 63) {
+  for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
+    if (i >= entries.size()) return corruption("bitmap directory entry " + std::to_string(i) + " truncated");
+    const BitmapDirectoryEntry& e = entries[i];
+    if (!e.complete || e.granularity_bits > 63) {
       return corruption("bitmap directory entry " + std::to_string(i) + " invalid");
     }
     BitmapInfo b;
-    b.name.assign(p + 24 + extra, p + 24 + extra + name_size);
-    b.granularity = uint64_t{1} << granularity_bits;
-    if (flags & kBitmapFlagInUse) b.flags.push_back("in-use");
-    if (flags & kBitmapFlagAuto) b.flags.push_back("auto");
+    b.name = e.name;
+    b.granularity = uint64_t{1} << e.granularity_bits;
+    if (e.flags & kBitmapFlagInUse) b.flags.push_back("in-use");
+    if (e.flags & kBitmapFlagAuto) b.flags.push_back("auto");
     out.push_back(std::move(b));
-    off += entry;
   }
   return out;
 }

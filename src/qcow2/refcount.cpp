@@ -231,6 +231,23 @@ Status Refcounts::write_back() {
   return Status::ok();
 }
 
+RefcountLayout refcount_layout(const Geometry& g, uint64_t first_block, uint64_t base_end,
+                               uint64_t min_table_entries) {
+  const uint64_t per_cluster = g.cluster_size / 8;
+  RefcountLayout l;
+  l.table_clusters = div_round_up(min_table_entries, per_cluster);
+  // Each step only grows both counts, so the first repeat is the smallest.
+  for (;;) {
+    uint64_t end = base_end + l.blocks + l.table_clusters;
+    uint64_t blocks_end = end == 0 ? 0 : ((end - 1) >> g.rb_bits) + 1;
+    uint64_t blocks = blocks_end > first_block ? blocks_end - first_block : 0;
+    uint64_t table = div_round_up(std::max(min_table_entries, blocks_end), per_cluster);
+    if (blocks == l.blocks && table == l.table_clusters) return l;
+    l.blocks = blocks;
+    l.table_clusters = table;
+  }
+}
+
 // Replaces the refcount table with a larger one, as QEMU does: the new table
 // and the refcount blocks describing it go past everything in use, then the
 // header switches to it, then the old table is freed.
@@ -238,59 +255,25 @@ Status Refcounts::grow_table(uint64_t needed_index) {
   const uint64_t per_cluster = g_.cluster_size / 8;
   uint64_t old_entries = table_.size();
   uint64_t want = std::max(needed_index + 1, old_entries + old_entries / 2);
-  uint64_t new_clusters = div_round_up(want, per_cluster);
-  // Place the table after every cluster any block could describe today.
+  // Place the table after every cluster any block could describe today (so
+  // every block the new clusters need is new), and after the file's end.
   uint64_t start = old_entries * g_.rb_entries;
   QD_ASSIGN_OR_RETURN(uint64_t file_size, file_.size());
   start = std::max(start, div_round_up(file_size, g_.cluster_size));
-  // The clusters [start, start + new_clusters + extra) need refcount blocks;
-  // those blocks go right after the table, describing themselves.
-  uint64_t extra = 0;
-  for (;;) {
-    uint64_t end = start + new_clusters + extra;
-    uint64_t first_block = start >> g_.rb_bits;
-    uint64_t last_block = (end - 1) >> g_.rb_bits;
-    uint64_t need = 0;
-    for (uint64_t bi = first_block; bi <= last_block; ++bi) {
-      if (bi >= old_entries || (table_[bi] & kReftOffsetMask) == 0) ++need;
-    }
-    if (need <= extra) break;
-    extra = need;
-  }
-  uint64_t total_entries = std::max(new_clusters * per_cluster,
-                                    ((start + new_clusters + extra - 1) >> g_.rb_bits) + 1);
-  if (total_entries * 8 > kMaxReftableBytes) {
+  // The table, then the blocks describing [start, end), which follow it.
+  RefcountLayout layout = refcount_layout(g_, start >> g_.rb_bits, start, want);
+  if (layout.table_clusters * g_.cluster_size > kMaxReftableBytes) {
     return no_space("the refcount table would exceed its maximum size");
   }
-  new_clusters = div_round_up(total_entries, per_cluster);
+  const uint64_t new_clusters = layout.table_clusters;
+  const uint64_t end = start + new_clusters + layout.blocks;
   std::vector<uint64_t> table = table_;
   table.resize(new_clusters * per_cluster, 0);
   // Until the header points at the new table, a failure must leave the
   // in-memory state describing the old one.
   std::vector<uint64_t> saved_table = table_;
   std::vector<bool> saved_dirty = table_dirty_;
-  std::vector<uint64_t> created;
-  auto rollback = [&](Status st) {
-    for (uint64_t bi : created) blocks_.erase(bi);
-    table_ = std::move(saved_table);
-    table_dirty_ = std::move(saved_dirty);
-    return st;
-  };
-  // Create the missing blocks in the clusters after the table.
-  uint64_t next = start + new_clusters;
-  uint64_t end = next + extra;
-  for (uint64_t c = start; c < end; ++c) {
-    uint64_t bi = c >> g_.rb_bits;
-    if ((table[bi] & kReftOffsetMask) == 0) {
-      table[bi] = next << g_.cluster_bits;
-      Block b;
-      b.data.assign(g_.cluster_size, 0);
-      b.dirty = true;
-      blocks_[bi] = std::move(b);
-      created.push_back(bi);
-      ++next;
-    }
-  }
+  std::vector<uint64_t> created = create_blocks(table, start, end, start + new_clusters);
   table_ = std::move(table);
   table_dirty_.assign(table_.size(), false);
   for (size_t i = 0; i < saved_dirty.size(); ++i) table_dirty_[i] = saved_dirty[i];
@@ -299,27 +282,12 @@ Status Refcounts::grow_table(uint64_t needed_index) {
     write_entry(*b, c & (g_.rb_entries - 1), 1);
     b->dirty = true;
   }
-  // Blocks first, then the table, then the header.
-  std::vector<uint8_t> raw(new_clusters * g_.cluster_size, 0);
-  for (uint64_t i = 0; i < table_.size(); ++i) store_be64(raw.data() + 8 * i, table_[i]);
-  std::vector<uint64_t> dirty_blocks;
-  for (auto& [i, b] : blocks_) {
-    if (b.dirty) dirty_blocks.push_back(i);
+  if (Status st = write_new_table(start, new_clusters); !st) {
+    for (uint64_t bi : created) blocks_.erase(bi);
+    table_ = std::move(saved_table);
+    table_dirty_ = std::move(saved_dirty);
+    return st;
   }
-  std::sort(dirty_blocks.begin(), dirty_blocks.end());
-  for (uint64_t i : dirty_blocks) {
-    Status st = file_.pwrite(table_[i] & kReftOffsetMask, blocks_[i].data);
-    if (!st) return rollback(st);
-    blocks_[i].dirty = false;
-  }
-  Status st = file_.pwrite(start << g_.cluster_bits, raw);
-  if (st) st = file_.flush();
-  uint8_t h[12];
-  store_be64(h, start << g_.cluster_bits);
-  store_be32(h + 8, static_cast<uint32_t>(new_clusters));
-  if (st) st = file_.pwrite(kOffRefcountTableOffset, h);
-  if (st) st = file_.flush();
-  if (!st) return rollback(st);
   uint64_t old_offset = header_.refcount_table_offset;
   uint64_t old_clusters = header_.refcount_table_clusters;
   header_.refcount_table_offset = start << g_.cluster_bits;
@@ -329,6 +297,45 @@ Status Refcounts::grow_table(uint64_t needed_index) {
     QD_TRY(add((old_offset >> g_.cluster_bits) + c, -1));
   }
   return Status::ok();
+}
+
+std::vector<uint64_t> Refcounts::create_blocks(std::vector<uint64_t>& table, uint64_t start,
+                                               uint64_t end, uint64_t next) {
+  std::vector<uint64_t> created;
+  for (uint64_t c = start; c < end; ++c) {
+    uint64_t bi = c >> g_.rb_bits;
+    if ((table[bi] & kReftOffsetMask) != 0) continue;
+    table[bi] = next << g_.cluster_bits;
+    Block b;
+    b.data.assign(g_.cluster_size, 0);
+    b.dirty = true;
+    blocks_[bi] = std::move(b);
+    created.push_back(bi);
+    ++next;
+  }
+  return created;
+}
+
+// Blocks first, then the table at cluster `start`, then the header.
+Status Refcounts::write_new_table(uint64_t start, uint64_t clusters) {
+  std::vector<uint8_t> raw(clusters * g_.cluster_size, 0);
+  for (uint64_t i = 0; i < table_.size(); ++i) store_be64(raw.data() + 8 * i, table_[i]);
+  std::vector<uint64_t> dirty_blocks;
+  for (auto& [i, b] : blocks_) {
+    if (b.dirty) dirty_blocks.push_back(i);
+  }
+  std::sort(dirty_blocks.begin(), dirty_blocks.end());
+  for (uint64_t i : dirty_blocks) {
+    QD_TRY(file_.pwrite(table_[i] & kReftOffsetMask, blocks_[i].data));
+    blocks_[i].dirty = false;
+  }
+  QD_TRY(file_.pwrite(start << g_.cluster_bits, raw));
+  QD_TRY(file_.flush());
+  uint8_t h[12];
+  store_be64(h, start << g_.cluster_bits);
+  store_be32(h + 8, static_cast<uint32_t>(clusters));
+  QD_TRY(file_.pwrite(kOffRefcountTableOffset, h));
+  return file_.flush();
 }
 
 }  // namespace qdedup::qcow2

@@ -61,6 +61,11 @@ class Refcounts {
   };
   Result<Block*> block(uint64_t index, bool create, uint64_t avoid_cluster);
   Status grow_table(uint64_t needed_index);
+  // grow_table() steps: new refcount blocks for [start, end) in memory, in
+  // the clusters from `next` on; then blocks, table and header on disk.
+  std::vector<uint64_t> create_blocks(std::vector<uint64_t>& table, uint64_t start, uint64_t end,
+                                      uint64_t next);
+  Status write_new_table(uint64_t start, uint64_t clusters);
   Result<uint64_t> find_free_run(uint64_t n);
   uint64_t read_entry(const Block& b, uint64_t i) const;
   void write_entry(Block& b, uint64_t i, uint64_t value) const;
@@ -74,6 +79,19 @@ class Refcounts {
   std::unordered_map<uint64_t, Block> blocks_;
   uint64_t free_hint_ = 0;  // no free cluster below this index
 };
+
+// The size of a new refcount structure: refcount blocks for every cluster
+// from block `first_block` on up to the structure's own end, and a table with
+// an entry for each of those blocks (and at least `min_table_entries`). The
+// structure is placed from cluster `base_end` on, so it describes itself.
+struct RefcountLayout {
+  uint64_t blocks = 0;          // new refcount blocks
+  uint64_t table_clusters = 0;  // clusters of the refcount table
+};
+// The smallest such layout (a fixpoint: the blocks and the table are among
+// the clusters they describe).
+RefcountLayout refcount_layout(const Geometry& g, uint64_t first_block, uint64_t base_end,
+                               uint64_t min_table_entries);
 
 // Reads refcount entry `i` of a refcount block in `data` (any width 1..64).
 uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i);

@@ -6,10 +6,6 @@
 
 namespace qdedup::qcow2 {
 
-namespace {
-constexpr uint64_t kSnapshotFixedBytes = 40;
-}
-
 Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& h,
                                                   uint64_t file_size) {
   SnapshotTable out;
@@ -18,13 +14,13 @@ Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& 
   // allows, and no more than the file holds.
   uint64_t limit = std::min<uint64_t>(kMaxSnapshotsTableBytes, file_size - h.snapshots_offset);
   uint64_t off = 0;
-  std::vector<uint8_t> fixed(kSnapshotFixedBytes);
+  std::vector<uint8_t> fixed(kSnapshotHeaderBytes);
   out.snapshots.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
   for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
     auto where = [&](const std::string& what) {
       return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
     };
-    if (off + kSnapshotFixedBytes > limit) return where("lies beyond the end of the table");
+    if (off + kSnapshotHeaderBytes > limit) return where("lies beyond the end of the table");
     QD_TRY(file.read_exact(h.snapshots_offset + off, fixed, "snapshot table"));
     Snapshot s;
     const uint8_t* p = fixed.data();
@@ -40,11 +36,11 @@ Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& 
     if (extra_len > kMaxSnapshotExtraData) return where("too much extra data");
     uint64_t var = uint64_t{extra_len} + id_len + name_len;
     uint64_t entry = 0;
-    (void)align_up(kSnapshotFixedBytes + var, 8, &entry);
+    (void)align_up(kSnapshotHeaderBytes + var, 8, &entry);
     // The padding of the last entry need not be in the file (QEMU omits it).
-    if (off + kSnapshotFixedBytes + var > limit) return where("lies beyond the end of the table");
+    if (off + kSnapshotHeaderBytes + var > limit) return where("lies beyond the end of the table");
     std::vector<uint8_t> rest(var);
-    QD_TRY(file.read_exact(h.snapshots_offset + off + kSnapshotFixedBytes, rest,
+    QD_TRY(file.read_exact(h.snapshots_offset + off + kSnapshotHeaderBytes, rest,
                            "snapshot table"));
     s.extra.assign(rest.begin(), rest.begin() + extra_len);
     if (extra_len >= 8) s.vm_state_size_large = load_be64(s.extra.data());
@@ -53,11 +49,19 @@ Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& 
     s.id.assign(rest.begin() + extra_len, rest.begin() + extra_len + id_len);
     s.name.assign(rest.begin() + extra_len + id_len, rest.end());
     s.entry_bytes = entry;
-    out.bytes = off + kSnapshotFixedBytes + var;
+    out.bytes = off + kSnapshotHeaderBytes + var;
     off += entry;
     out.snapshots.push_back(std::move(s));
   }
   return out;
+}
+
+SnapshotL1Faults snapshot_l1_faults(const Snapshot& s, uint64_t cluster_size, uint64_t file_end) {
+  SnapshotL1Faults f;
+  f.too_large = s.l1_size > kMaxL1Entries;
+  f.unaligned = s.l1_table_offset % cluster_size != 0;
+  f.beyond_end = !table_in_file(s.l1_table_offset, uint64_t{s.l1_size} * 8, file_end);
+  return f;
 }
 
 Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
@@ -69,12 +73,10 @@ Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& 
       return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
     };
     if (h.version >= 3 && s.extra.size() < 16) return where("version 3 needs 16 bytes of extra data");
-    if (s.l1_size > kMaxL1Entries) return where("L1 table is too large");
-    if (s.l1_table_offset % h.cluster_size() != 0) return where("L1 table is not cluster aligned");
-    if (s.l1_size > 0 && (s.l1_table_offset > file_size ||
-                          uint64_t{s.l1_size} * 8 > file_size - s.l1_table_offset)) {
-      return where("L1 table lies beyond the end of the file");
-    }
+    SnapshotL1Faults l1 = snapshot_l1_faults(s, h.cluster_size(), file_size);
+    if (l1.too_large) return where("L1 table is too large");
+    if (l1.unaligned) return where("L1 table is not cluster aligned");
+    if (l1.beyond_end) return where("L1 table lies beyond the end of the file");
   }
   return std::move(table.snapshots);
 }
@@ -85,7 +87,7 @@ std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshot
     size_t at = out.size();
     uint64_t var = s.extra.size() + s.id.size() + s.name.size();
     uint64_t entry = 0;
-    (void)align_up(kSnapshotFixedBytes + var, 8, &entry);
+    (void)align_up(kSnapshotHeaderBytes + var, 8, &entry);
     out.resize(at + entry, 0);
     uint8_t* p = out.data() + at;
     store_be64(p, s.l1_table_offset);
@@ -97,7 +99,7 @@ std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshot
     store_be64(p + 24, s.vm_clock_nsec);
     store_be32(p + 32, s.vm_state_size);
     store_be32(p + 36, static_cast<uint32_t>(s.extra.size()));
-    uint8_t* v = p + kSnapshotFixedBytes;
+    uint8_t* v = p + kSnapshotHeaderBytes;
     v = std::copy(s.extra.begin(), s.extra.end(), v);
     v = std::copy(s.id.begin(), s.id.end(), v);
     std::copy(s.name.begin(), s.name.end(), v);

@@ -43,6 +43,18 @@ Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& 
 // Encodes a snapshot table (entries padded to 8 bytes, as QEMU writes it).
 std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots);
 
+// What is wrong with the L1 table fields of a snapshot table entry (QEMU's
+// rules: at most kMaxL1Entries, cluster aligned, inside the file). Callers
+// report the faults in their own order and words.
+struct SnapshotL1Faults {
+  bool too_large = false;
+  bool unaligned = false;
+  bool beyond_end = false;  // some of its l1_size * 8 bytes lie at or past `file_end`
+};
+// `file_end`: the file's size; qemu-img check passes a cluster more, less
+// one byte, as it tolerates a partly written last cluster.
+SnapshotL1Faults snapshot_l1_faults(const Snapshot& s, uint64_t cluster_size, uint64_t file_end);
+
 // Reads and validates the snapshot table of `h`: the entries, and each L1
 // table's size, alignment and place in the file.
 Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,

@@ -89,6 +89,11 @@ class [[nodiscard]] Result {
   T& value() & { return std::get<T>(v_); }
   const T& value() const& { return std::get<T>(v_); }
   T&& value() && { return std::get<T>(std::move(v_)); }
+  // This result, its error (if any) prefixed as Status::with_prefix does.
+  Result with_prefix(const std::string& prefix) && {
+    if (is_ok()) return std::move(*this);
+    return std::get<Status>(v_).with_prefix(prefix);
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }

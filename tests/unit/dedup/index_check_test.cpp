@@ -5,6 +5,7 @@
 #include <functional>
 #include <set>
 
+#include "dedup/dedup_images.h"
 #include "dedup/dedup_writer.h"
 #include "dedup/extension.h"
 #include "dedup/index_check.h"
@@ -25,21 +26,8 @@ using Bytes = std::vector<uint8_t>;
 // 7 guest clusters: 6 holding 3 distinct contents, and one unique, through
 // DedupWriter: a valid index of 4 entries.
 Bytes dedup_image() {
-  io::MemoryFile mem("img.qcow2");
-  REQUIRE(qcow2::create_image(mem, ib::small_options(1 << 20, 12)).is_ok());
-  auto img = ib::open_borrowed(mem, true);
-  REQUIRE(img.is_ok());
-  DedupWriter w(**img, DedupConfig{}, std::make_unique<io::MemoryFile>("records"));
-  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
-  for (uint64_t c = 0; c < 7; ++c) {
-    auto data = ib::pattern_bytes(4096, static_cast<uint32_t>(c < 6 ? c % 3 : 100 + c));
-    uint8_t h[32];
-    hasher->hash(data, h);
-    REQUIRE(w.put(c, data, h).is_ok());
-  }
-  REQUIRE(w.finish().is_ok());
-  img->reset();
-  return mem.bytes();
+  return dedup_images::deduplicated_image(
+      7, [](uint64_t c) { return static_cast<uint32_t>(c < 6 ? c % 3 : 100 + c); });
 }
 
 DedupExtension ext_of(const Bytes& b) {

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "dedup/dedup_images.h"
 #include "dedup/dedup_writer.h"
 #include "dedup/index_io.h"
 #include "io/memory_file.h"
@@ -14,21 +15,7 @@ namespace {
 // An image with 6 guest clusters holding 3 distinct contents, written through
 // DedupWriter (so it carries a valid index of 3 entries).
 std::vector<uint8_t> deduplicated_image() {
-  io::MemoryFile mem("img.qcow2");
-  REQUIRE(qcow2::create_image(mem, ib::small_options(1 << 20, 12)).is_ok());
-  auto img = ib::open_borrowed(mem, true);
-  REQUIRE(img.is_ok());
-  DedupWriter w(**img, DedupConfig{}, std::make_unique<io::MemoryFile>("records"));
-  auto hasher = hash::make_hasher(hash::HashAlgorithm::kSha256);
-  for (uint64_t c = 0; c < 6; ++c) {
-    auto data = ib::pattern_bytes(4096, static_cast<uint32_t>(c % 3));
-    uint8_t h[32];
-    hasher->hash(data, h);
-    REQUIRE(w.put(c, data, h).is_ok());
-  }
-  REQUIRE(w.finish().is_ok());
-  img->reset();
-  return mem.bytes();
+  return dedup_images::deduplicated_image(6, [](uint64_t c) { return static_cast<uint32_t>(c % 3); });
 }
 
 DedupIndex empty_index() { return DedupIndex(std::make_unique<io::MemoryFile>("rec"), 32); }

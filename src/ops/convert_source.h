@@ -15,10 +15,11 @@
 
 #include "hash/hash_pool.h"
 #include "io/aligned_buffer.h"
+#include "io/file_system.h"
 #include "qcow2/device.h"
 #include "util/status.h"
 
-namespace qdedup::dedup {
+namespace qdedup::ops {
 
 // The run of guest bytes [offset asked, end) of a disk: known to read as
 // zeros (`zero`), or possibly holding data.
@@ -28,7 +29,7 @@ struct SourceExtent {
 };
 
 // Block status of one disk at `offset` (< virtual_size()): holes of a raw
-// file (lseek SEEK_DATA/SEEK_HOLE); zero clusters of a qcow2 image, and its
+// file (File::extent_at); zero clusters of a qcow2 image, and its
 // unallocated clusters through the backing chain (zeros past the backing
 // file's end or without one). Anything else (compressed clusters, partly
 // zero subclusters, files without block status) is data. The extent ends at
@@ -38,7 +39,8 @@ Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset);
 // The sources, concatenated into one read-only disk.
 class SourceSet {
  public:
-  Status open(const std::vector<std::string>& paths, const std::string& format, bool force_share);
+  Status open(io::FileSystem& fs, const std::vector<std::string>& paths, const std::string& format,
+              bool force_share);
   uint64_t size() const { return total_; }
   // Reads guest bytes [offset, offset + buf.size()); errors name the source.
   Status read(uint64_t offset, std::span<uint8_t> buf);
@@ -122,4 +124,4 @@ class SourceReader {
   std::thread thread_;
 };
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::ops

@@ -2,7 +2,7 @@
 // unallocated clusters of qcow2 images through their backing chain) and the
 // reader thread's batches. Whatever the reader skips, marks zero or hashes,
 // every unit must agree with a plain read of the concatenated sources.
-#include "dedup/convert_source.h"
+#include "ops/convert_source.h"
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
@@ -20,7 +20,7 @@
 #include "support/refcheck.h"
 #include "support/scratch_dir.h"
 
-namespace qdedup::dedup {
+namespace qdedup::ops {
 namespace {
 
 using image_builder::ScratchDir;
@@ -111,7 +111,7 @@ TEST_CASE("raw source: holes are skipped, data read, zeros detected", "[convert_
   // Data at 256 KiB (4 KiB) and 768 KiB (64 KiB); written zeros at 512 KiB.
   make_raw(raw, 1024 * KiB, {{256 * KiB, 4 * KiB, 0x11}, {512 * KiB, 8 * KiB, 0}, {768 * KiB, 64 * KiB, 0x22}});
   SourceSet src;
-  REQUIRE(src.open({raw}, "raw", false).is_ok());
+  REQUIRE(src.open(io::posix_file_system(), {raw}, "raw", false).is_ok());
   REQUIRE(src.size() == 1024 * KiB);
 
   auto first = src.extent_at(0);
@@ -152,7 +152,7 @@ TEST_CASE("raw sources of odd sizes are concatenated", "[convert_source]") {
   make_raw(dir.file("c.raw"), 0, {});
   make_raw(dir.file("d.raw"), 3 * KiB + 512, {{3 * KiB, 512, 0x55}});
   SourceSet src;
-  REQUIRE(src.open({dir.file("a.raw"), dir.file("b.raw"), dir.file("c.raw"), dir.file("d.raw")},
+  REQUIRE(src.open(io::posix_file_system(), {dir.file("a.raw"), dir.file("b.raw"), dir.file("c.raw"), dir.file("d.raw")},
                    "raw", false)
               .is_ok());
   REQUIRE(src.size() == 5120 + 70 * KiB + 3 * KiB + 512);
@@ -192,7 +192,7 @@ TEST_CASE("qcow2 source: zero and unallocated clusters through the backing chain
                  "qemu-io -f qcow2 -c 'write -z 0 4k' -c 'write -P 0x62 128k 8k' "
                  "-c 'write -c -P 0x63 192k 4k' -c 'write -P 0x64 600k 4k' top.qcow2"));
   SourceSet src;
-  REQUIRE(src.open({dir.file("top.qcow2")}, "qcow2", false).is_ok());
+  REQUIRE(src.open(io::posix_file_system(), {dir.file("top.qcow2")}, "qcow2", false).is_ok());
   REQUIRE(src.size() == 1024 * KiB);
 
   auto zero = src.extent_at(0);
@@ -228,7 +228,7 @@ TEST_CASE("a reader stopped early joins its thread", "[convert_source]") {
   REQUIRE(!dir.path().empty());
   make_raw(dir.file("big.raw"), 4096 * KiB, {{0, 4096 * KiB, 0x77}});
   SourceSet src;
-  REQUIRE(src.open({dir.file("big.raw")}, "raw", false).is_ok());
+  REQUIRE(src.open(io::posix_file_system(), {dir.file("big.raw")}, "raw", false).is_ok());
   ReaderOptions o;
   o.unit = 4 * KiB;
   o.batch_bytes = 64 * KiB;
@@ -241,4 +241,4 @@ TEST_CASE("a reader stopped early joins its thread", "[convert_source]") {
 }
 
 }  // namespace
-}  // namespace qdedup::dedup
+}  // namespace qdedup::ops

@@ -1,16 +1,15 @@
-#include "dedup/convert_source.h"
+#include "ops/convert_source.h"
 
 #include <algorithm>
 #include <chrono>
 #include <system_error>
 
-#include "io/posix_file.h"
 #include "qcow2/chain.h"
 #include "qcow2/image.h"
 #include "util/size.h"
 #include "util/zero.h"
 
-namespace qdedup::dedup {
+namespace qdedup::ops {
 
 namespace {
 
@@ -37,10 +36,8 @@ ClusterKind kind_of(const qcow2::L2Entry& e, const qcow2::Geometry& g) {
 
 Result<SourceExtent> raw_extent(qcow2::RawDevice& raw, uint64_t offset) {
   const uint64_t size = raw.virtual_size();
-  auto* posix = dynamic_cast<io::PosixFile*>(&raw.file());
-  if (posix == nullptr) return SourceExtent{size, false};
   // Past the end of the file (the size is rounded up to 512) reads as zeros.
-  QD_ASSIGN_OR_RETURN(io::FileExtent e, posix->extent_at(offset));
+  QD_ASSIGN_OR_RETURN(io::FileExtent e, raw.file().extent_at(offset));
   return SourceExtent{std::min(e.end, size), e.hole};
 }
 
@@ -81,10 +78,10 @@ Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset) {
 
 // ---- SourceSet ----
 
-Status SourceSet::open(const std::vector<std::string>& paths, const std::string& format,
-                       bool force_share) {
+Status SourceSet::open(io::FileSystem& fs, const std::vector<std::string>& paths,
+                       const std::string& format, bool force_share) {
   for (const std::string& path : paths) {
-    qcow2::OpenRequest req{path, format, false, force_share, true};
+    qcow2::OpenRequest req{.path = path, .format = format, .force_share = force_share, .fs = &fs};
     QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
     starts_.push_back(total_);
     total_ += dev->virtual_size();
@@ -251,4 +248,4 @@ Status SourceReader::read_data(SourceBatch& b) {
   return Status::ok();
 }
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::ops

@@ -1,10 +1,10 @@
 #include <string_view>
 
-#include "qcow2/create.h"
+#include "ops/create_options.h"
 #include "qcow2/format.h"
 #include "util/size.h"
 
-namespace qdedup::qcow2 {
+namespace qdedup::ops {
 
 namespace {
 
@@ -33,7 +33,7 @@ constexpr OptionHelp kOptions[] = {
 };
 
 Status apply_one(const std::string& key, const std::string& value, CreateRequest& req) {
-  CreateOptions& o = req.image;
+  qcow2::CreateOptions& o = req.image;
   if (key == "size") {
     QD_ASSIGN_OR_RETURN(uint64_t s, parse_size(value));
     req.size = s;
@@ -66,9 +66,9 @@ Status apply_one(const std::string& key, const std::string& value, CreateRequest
     o.refcount_order = static_cast<uint32_t>(__builtin_ctzll(bits));
   } else if (key == "compression_type") {
     if (value == "zlib") {
-      o.compression_type = kCompressionZlib;
+      o.compression_type = qcow2::kCompressionZlib;
     } else if (value == "zstd") {
-      o.compression_type = kCompressionZstd;
+      o.compression_type = qcow2::kCompressionZstd;
     } else {
       return invalid_argument("invalid compression type '" + value + "' (zlib or zstd)");
     }
@@ -121,4 +121,4 @@ std::string create_options_help() {
   return out;
 }
 
-}  // namespace qdedup::qcow2
+}  // namespace qdedup::ops

@@ -6,11 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "dedup/extension.h"
-#include "qcow2/create.h"
+#include "io/file_system.h"
+#include "ops/create_options.h"
 #include "util/status.h"
 
-namespace qdedup::dedup {
+namespace qdedup::ops {
 
 struct ConvertOptions {
   std::vector<std::string> sources;
@@ -18,7 +18,7 @@ struct ConvertOptions {
   bool force_share = false;        // -U on the sources
   std::string target;
   std::string target_format = "raw";
-  qcow2::CreateRequest create;     // -o options (qcow2 target)
+  CreateRequest create;            // -o options (qcow2 target)
   uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
   bool existing_target = false;    // -n
   bool progress = false;           // -p
@@ -43,6 +43,9 @@ struct ConvertReport {
   uint64_t bytes_saved() const { return clusters_deduplicated * cluster_size; }
 };
 
-Result<ConvertReport> convert(const ConvertOptions& options);
+// Runs the whole job on `fs` (the OS's file system for the command; memory in
+// unit tests). A new target is written beside options.target and renamed into
+// place at the end; errors name the file at fault.
+Result<ConvertReport> convert(io::FileSystem& fs, const ConvertOptions& options);
 
-}  // namespace qdedup::dedup
+}  // namespace qdedup::ops

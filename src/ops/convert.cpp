@@ -1,0 +1,317 @@
+#include "ops/convert.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "dedup/dedup_writer.h"
+#include "dedup/index_io.h"
+#include "hash/hash_pool.h"
+#include "io/unsynced_file.h"
+#include "ops/convert_raw.h"
+#include "ops/convert_source.h"
+#include "qcow2/chain.h"
+#include "util/progress.h"
+
+namespace qdedup::ops {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// Bytes read, classified and hashed together; SourceReader::kDepth batches
+// are in flight. Small enough to stay in cache between the reader's copy, the
+// hashing and the target write.
+constexpr uint64_t kBatchBytes = 2ull << 20;
+constexpr uint64_t kMaxSparseSize = 16ull << 20;
+
+struct Target {
+  std::unique_ptr<io::FileBeside> beside;  // a new file (not with -n)
+  io::UnsyncedFile* unsynced = nullptr;    // the new file, synced once at the end
+  std::unique_ptr<io::File> raw;           // raw target
+  std::unique_ptr<qcow2::Image> image;     // qcow2 target
+  std::optional<dedup::DedupChoice> dedup;  // asked for a new target
+};
+
+Status check_options(const ConvertOptions& o) {
+  if (o.sources.empty()) return invalid_argument("convert needs at least one source");
+  if (o.target_format != "raw" && o.target_format != "qcow2") {
+    return invalid_argument("unknown output format '" + o.target_format + "' (raw or qcow2)");
+  }
+  if (o.sparse_size % 512 != 0 || o.sparse_size > kMaxSparseSize) {
+    return invalid_argument("invalid -S size: a multiple of 512 up to 16M, or 0");
+  }
+  if (o.create.dedup != "off" && o.target_format != "qcow2") {
+    return invalid_argument("dedup needs -O qcow2");
+  }
+  for (const std::string& s : o.sources) {
+    if (s == o.target) return invalid_argument(o.target + ": the target is also a source");
+  }
+  return Status::ok();
+}
+
+// An existing target (-n), opened for writing. Errors name the file at fault.
+Status open_existing_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size,
+                            Target& t) {
+  if (o.target_format == "raw") {
+    io::OpenOptions oo{.writable = true, .require_regular = false, .lock = io::LockMode::kWrite};
+    QD_ASSIGN_OR_RETURN(t.raw, fs.open(o.target, oo).with_prefix(o.target));
+    return Status::ok();
+  }
+  // With its backing chain: a cluster the source only partly covers keeps
+  // what the target shows past the source's end, backing file included.
+  qcow2::OpenRequest req{.path = o.target, .format = "qcow2", .writable = true, .fs = &fs};
+  QD_ASSIGN_OR_RETURN(t.image, qcow2::open_qcow2(req));
+  if (t.image->virtual_size() < size) {
+    return invalid_argument(o.target + ": target is smaller (" +
+                            std::to_string(t.image->virtual_size()) + " bytes) than the source (" +
+                            std::to_string(size) + " bytes)");
+  }
+  return Status::ok();
+}
+
+// A new target, written beside o.target and renamed into place at the end.
+Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size, Target& t) {
+  qcow2::CreateOptions c = o.create.image;
+  c.size = size;
+  if (o.target_format == "qcow2") {
+    QD_ASSIGN_OR_RETURN(t.dedup, dedup::choose_dedup(o.create.dedup, o.create.dedup_verify == "on",
+                                                     o.create.cluster_size_set, c));
+    if (!c.backing_file.empty()) return unsupported("convert does not write backing files yet");
+    QD_TRY(qcow2::validate_create_options(c));
+  }
+  QD_ASSIGN_OR_RETURN(t.beside, io::FileBeside::begin(fs, o.target));
+  // Nobody sees the new file before the rename: the write path's ordering
+  // flushes are pointless there. One sync before the rename is enough.
+  // A qcow2 target is written front to back without holes: its blocks are
+  // reserved ahead (half the cost of the writes on ext4); a raw one stays sparse.
+  auto unsynced =
+      std::make_unique<io::UnsyncedFile>(t.beside->take_file(), o.target_format != "raw");
+  t.unsynced = unsynced.get();
+  std::unique_ptr<io::File> f = std::move(unsynced);
+  if (o.target_format == "raw") {
+    QD_TRY(f->truncate(size));
+    t.raw = std::move(f);
+    return Status::ok();
+  }
+  QD_TRY(qcow2::create_image(*f, c));
+  QD_ASSIGN_OR_RETURN(t.image, qcow2::Image::open(std::move(f), qcow2::ImageOptions{true}));
+  return Status::ok();
+}
+
+class Converter {
+ public:
+  Converter(io::FileSystem& fs, const ConvertOptions& o, SourceSet& src, Target& t,
+            ConvertReport& r)
+      : fs_(fs), o_(o), src_(src), t_(t), r_(r) {}
+
+  Status run() {
+    if (t_.image) QD_TRY(start_dedup());
+    ReaderOptions ro;
+    ro.unit = t_.image ? t_.image->geometry().cluster_size : 512;
+    ro.batch_bytes = std::max<uint64_t>(kBatchBytes / ro.unit, 1) * ro.unit;
+    // -S 0 writes everything, holes included, as qemu-img does: read it all.
+    ro.block_status = o_.sparse_size != 0;
+    ro.detect_zero = o_.sparse_size != 0 && t_.image != nullptr;
+    ro.pool = pool_.get();
+    // The reader thread reads, classifies and hashes (with the pool) the next
+    // batches while this thread updates metadata and writes the target.
+    SourceReader reader(src_, ro);
+    QD_TRY(reader.start());
+    Progress progress(o_.progress, src_.size());
+    while (SourceBatch* b = reader.next()) {
+      if (!b->status) {
+        source_failed_ = true;
+        return b->status;
+      }
+      r_.hash_seconds += b->hash_seconds;
+      QD_TRY(t_.raw ? write_raw_batch(*t_.raw, *b, o_.sparse_size, o_.existing_target)
+                    : write_qcow2(*b));
+      r_.guest_bytes += b->bytes;
+      progress.update(b->offset + b->bytes);
+      reader.release(b);
+    }
+    progress.finish();
+    return finish();
+  }
+
+  bool source_failed() const { return source_failed_; }
+
+ private:
+  // Dedup is on when asked with -o dedup= for a new target, or with -n into
+  // an image that has a dedup extension (whose algorithm then applies).
+  Status start_dedup() {
+    std::optional<dedup::DedupExtension> ext;
+    std::optional<dedup::DedupChoice> choice = t_.dedup;
+    if (o_.existing_target) {
+      QD_ASSIGN_OR_RETURN(ext, dedup::find_dedup_extension(t_.image->header()));
+      if (ext) {
+        QD_ASSIGN_OR_RETURN(choice, dedup::choose_dedup(*ext, t_.image->header()));
+      } else {
+        qcow2::CreateOptions c;
+        c.version = t_.image->header().version;
+        QD_ASSIGN_OR_RETURN(choice, dedup::choose_dedup(o_.create.dedup,
+                                                        o_.create.dedup_verify == "on", true, c));
+      }
+    }
+    if (!choice) return Status::ok();
+    QD_ASSIGN_OR_RETURN(auto scratch, fs_.open_scratch(io::directory_of(o_.target)));
+    writer_ = std::make_unique<dedup::DedupWriter>(
+        *t_.image, dedup::DedupConfig{choice->algorithm, choice->verify, ext ? ext->refcount_cap : 0},
+        std::move(scratch));
+    pool_ = std::make_unique<hash::HashPool>(
+        choice->algorithm,
+        o_.threads ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
+    r_.hash = hash::hash_name(choice->algorithm);
+    if (o_.existing_target) QD_TRY(open_existing_index(ext));
+    return Status::ok();
+  }
+
+  // The target's data is deduplicated against too: its index is loaded when
+  // valid, else rebuilt by hashing its clusters (never trusted when stale).
+  Status open_existing_index(const std::optional<dedup::DedupExtension>& ext) {
+    indexed_target_ = true;
+    bool valid = ext && (t_.image->header().autoclear_features & dedup::kAutoclearDedupIndex);
+    if (ext) {
+      writer_->set_counters(ext->counters);
+      start_counters_ = ext->counters;
+    }
+    if (valid) {
+      Status st = dedup::load_index(*t_.image, *ext, writer_->mutable_index());
+      if (st) return st;
+      if (st.code() != StatusCode::kCorruption) return st;
+      spdlog::warn("{}: {}; rebuilding the dedup index", o_.target, st.message());
+      QD_ASSIGN_OR_RETURN(auto scratch, fs_.open_scratch(io::directory_of(o_.target)));
+      writer_->mutable_index() = dedup::DedupIndex(std::move(scratch), pool_->digest_size());
+    } else if (ext) {
+      spdlog::info("{}: the dedup index is stale; rebuilding it", o_.target);
+      // Another program wrote the image: mend the COPIED flags it may have left.
+      t_.image->audit_copied_on_close();
+    }
+    return dedup::rebuild_index(*t_.image, *pool_, writer_->refcount_cap(),
+                                writer_->mutable_index());
+  }
+
+  // One batch of whole clusters (the last may be partial) into a qcow2 target.
+  Status write_qcow2(const SourceBatch& b) {
+    const uint64_t cs = t_.image->geometry().cluster_size;
+    const uint64_t first = b.offset / cs;
+    const size_t ds = pool_ ? pool_->digest_size() : 0;
+    // The index lookups are random accesses to a table larger than the
+    // caches: start them a few clusters ahead.
+    constexpr size_t kPrefetchAhead = 8;
+    for (size_t i = 0; i < b.units(); ++i) {
+      if (writer_ && i + kPrefetchAhead < b.units() &&
+          b.state[i + kPrefetchAhead] == SourceBatch::kData) {
+        writer_->index().prefetch(b.digests.data() + (i + kPrefetchAhead) * ds);
+      }
+      std::span<const uint8_t> c(b.data.data() + i * cs, cs);
+      const uint8_t* digest = writer_ ? b.digests.data() + i * ds : nullptr;
+      QD_TRY(write_cluster(first + i, c, b.state[i], (i + 1) * cs > b.bytes,
+                           b.bytes - i * cs, digest));
+    }
+    return Status::ok();
+  }
+
+  // Guest cluster `gc`: its source bytes `c` (`state` as the reader marked
+  // them); `partial` when the sources end inside it after `bytes` bytes.
+  Status write_cluster(uint64_t gc, std::span<const uint8_t> c, uint8_t state, bool partial,
+                       uint64_t bytes, const uint8_t* digest) {
+    const uint64_t cs = c.size();
+    const bool data = state == SourceBatch::kData;
+    // An entry whose cluster is about to change leaves the target's index.
+    if (indexed_target_) QD_TRY(writer_->forget(gc));
+    if (o_.existing_target && partial && t_.image->virtual_size() > gc * cs + bytes) {
+      // The target goes on past the sources' end: only their part is
+      // written, the rest keeps what the target shows. A hole was never read.
+      std::vector<uint8_t> zeros(data ? 0 : cs, 0);
+      QD_TRY(t_.image->write(gc * cs, (data ? c : std::span<const uint8_t>(zeros)).first(bytes)));
+      if (!data) {
+        ++r_.zero_clusters;
+        return Status::ok();
+      }
+      if (writer_) writer_->note_partial_cluster();
+      ++r_.clusters_written;
+      return Status::ok();
+    }
+    if (!data) {
+      ++r_.zero_clusters;
+      return o_.existing_target ? t_.image->zero_cluster(gc) : Status::ok();
+    }
+    if (!writer_ || partial) {
+      // Without dedup; or the sources end inside this cluster: stored as is
+      // (zero-padded), not shared.
+      QD_TRY(t_.image->write_cluster(gc, c));
+      if (writer_) writer_->note_partial_cluster();
+      ++r_.clusters_written;
+      return Status::ok();
+    }
+    return writer_->put(gc, c, digest);
+  }
+
+  Status finish() {
+    QD_TRY(finish_target());
+    if (t_.unsynced) {
+      return o_.sync ? t_.unsynced->sync_now() : t_.unsynced->write_gathered();
+    }
+    return Status::ok();
+  }
+
+  Status finish_target() {
+    if (t_.raw) return t_.raw->flush();
+    r_.cluster_size = t_.image->geometry().cluster_size;
+    if (!writer_) return t_.image->close();
+    QD_TRY(writer_->finish());
+    // This run's share of the lifetime counters.
+    const dedup::DedupCounters& c = writer_->counters();
+    r_.clusters_written += c.clusters_stored_unique - start_counters_.clusters_stored_unique;
+    r_.clusters_deduplicated = c.clusters_deduplicated - start_counters_.clusters_deduplicated;
+    r_.refcount_cap_overflows = c.refcount_cap_overflows - start_counters_.refcount_cap_overflows;
+    r_.index_entries = writer_->index().size();
+    r_.index_memory_bytes = writer_->index().memory_bytes();
+    return Status::ok();
+  }
+
+  io::FileSystem& fs_;
+  const ConvertOptions& o_;
+  SourceSet& src_;
+  Target& t_;
+  ConvertReport& r_;
+  bool source_failed_ = false;
+  bool indexed_target_ = false;          // -n into an image whose data is indexed
+  dedup::DedupCounters start_counters_;  // the target's lifetime counters before this run
+  std::unique_ptr<dedup::DedupWriter> writer_;
+  std::unique_ptr<hash::HashPool> pool_;
+};
+
+}  // namespace
+
+Result<ConvertReport> convert(io::FileSystem& fs, const ConvertOptions& o) {
+  auto start = Clock::now();
+  QD_TRY(check_options(o));
+  SourceSet src;
+  QD_TRY(src.open(fs, o.sources, o.source_format, o.force_share));
+  ConvertReport r;
+  r.target = o.target;
+  r.target_format = o.target_format;
+  Target t;
+  Status st = o.existing_target ? open_existing_target(fs, o, src.size(), t)
+                                : create_target(fs, o, src.size(), t).with_prefix(o.target);
+  if (st) {
+    Converter c(fs, o, src, t, r);
+    st = c.run();
+    if (!st && !c.source_failed()) st = st.with_prefix(o.target);
+  }
+  // Close the target before renaming it into place; without the rename, the
+  // new file goes with `t.beside`.
+  t.image.reset();
+  t.raw.reset();
+  if (st && t.beside) st = t.beside->commit(o.sync).with_prefix(o.target);
+  if (!st) return st;
+  r.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  spdlog::debug("convert: {} bytes in {:.3f}s", r.guest_bytes, r.wall_seconds);
+  return r;
+}
+
+}  // namespace qdedup::ops

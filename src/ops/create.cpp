@@ -1,0 +1,76 @@
+#include "ops/create.h"
+
+#include "dedup/extension.h"
+#include "qcow2/chain.h"
+#include "qcow2/create.h"
+#include "util/size.h"
+
+namespace qdedup::ops {
+
+Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
+  CreatePlan plan;
+  plan.file = job.file;
+  CreateRequest& req = plan.request;
+  req.format = job.format;
+  if (req.format != "qcow2" && req.format != "raw") {
+    return invalid_argument("unknown format '" + req.format + "' (qcow2 or raw)");
+  }
+  for (const std::string& o : job.options) QD_TRY(apply_create_options(o, req));
+  if (req.help) return plan;
+  if (job.file.empty()) return invalid_argument("expecting a file name");
+  auto at_file = [&](const Status& s) { return s.with_prefix(job.file); };
+  if (!job.backing.empty()) req.image.backing_file = job.backing;
+  if (!job.backing_format.empty()) req.image.backing_format = job.backing_format;
+  if (!job.size.empty()) {
+    auto parsed = parse_size(job.size);
+    if (!parsed) return at_file(parsed.status());
+    req.size = *parsed;
+  }
+  if (req.dedup != "off" && req.format != "qcow2") {
+    return at_file(invalid_argument("dedup needs the qcow2 format"));
+  }
+  QD_TRY(at_file(dedup::apply_dedup_create_options(req.dedup, req.dedup_verify == "on",
+                                                   req.cluster_size_set, req.image)));
+  if (req.format == "raw" && (!req.image.backing_file.empty())) {
+    return at_file(invalid_argument("raw images have no backing file"));
+  }
+  QD_TRY(at_file(qcow2::validate_create_options(req.image)));
+  if (!req.image.backing_file.empty()) {
+    // Like qemu-img: the backing file must open, and gives the size if none.
+    qcow2::OpenRequest b;
+    b.path = qcow2::resolve_backing_path(job.file, req.image.backing_file);
+    b.format = req.image.backing_format;
+    b.force_share = true;
+    b.fs = &fs;
+    QD_ASSIGN_OR_RETURN(auto backing, qcow2::open_device(b));
+    if (!req.size) req.size = backing->virtual_size();
+  }
+  if (!req.size) return at_file(invalid_argument("image creation needs a size parameter"));
+  req.image.size = *req.size;
+  QD_TRY(at_file(qcow2::validate_create_options(req.image)));
+  return plan;
+}
+
+namespace {
+
+Status write_image(io::File& file, const CreateRequest& req) {
+  if (req.format != "raw") return qcow2::create_image(file, req.image);
+  // qemu-img rounds a raw image up to whole 512-byte sectors.
+  uint64_t size = 0;
+  if (!align_up(req.image.size, 512, &size)) return invalid_argument("size too large");
+  QD_TRY(file.truncate(size));
+  return file.flush();
+}
+
+}  // namespace
+
+Status create(io::FileSystem& fs, const CreatePlan& plan) {
+  auto at_file = [&](const Status& s) { return s.with_prefix(plan.file); };
+  QD_ASSIGN_OR_RETURN(auto beside, io::FileBeside::begin(fs, plan.file).with_prefix(plan.file));
+  std::unique_ptr<io::File> file = beside->take_file();
+  QD_TRY(at_file(write_image(*file, plan.request)));
+  file.reset();
+  return at_file(beside->commit(true));
+}
+
+}  // namespace qdedup::ops
