@@ -39,20 +39,17 @@ nlohmann::ordered_json to_json(const ops::ConvertReport& r) {
   j["clusters-written"] = r.clusters_written;
   j["clusters-deduplicated"] = r.clusters_deduplicated;
   j["bytes-saved"] = r.bytes_saved();
-  uint64_t stored = r.clusters_written + r.clusters_deduplicated;
-  j["dedup-ratio"] = r.clusters_written ? static_cast<double>(stored) / static_cast<double>(r.clusters_written) : 1.0;
+  j["dedup-ratio"] = r.dedup_ratio();
   j["refcount-cap-overflows"] = r.refcount_cap_overflows;
   j["index-entries"] = r.index_entries;
   j["index-memory-bytes"] = r.index_memory_bytes;
   j["hash-seconds"] = r.hash_seconds;
-  j["hash-throughput-bytes-per-second"] =
-      r.hash_seconds > 0 ? static_cast<double>(stored * r.cluster_size) / r.hash_seconds : 0.0;
+  j["hash-throughput-bytes-per-second"] = r.hash_bytes_per_second();
   j["wall-seconds"] = r.wall_seconds;
   return j;
 }
 
 void render_human(const ops::ConvertReport& r) {
-  auto j = to_json(r);
   std::printf("Guest bytes read:       %llu (%s)\n", static_cast<unsigned long long>(r.guest_bytes),
               format_iec_size(r.guest_bytes).c_str());
   std::printf("Zero clusters:          %llu\n", static_cast<unsigned long long>(r.zero_clusters));
@@ -60,10 +57,10 @@ void render_human(const ops::ConvertReport& r) {
   std::printf("Clusters deduplicated:  %llu\n", static_cast<unsigned long long>(r.clusters_deduplicated));
   std::printf("Bytes saved:            %llu (%s)\n", static_cast<unsigned long long>(r.bytes_saved()),
               format_iec_size(r.bytes_saved()).c_str());
-  std::printf("Dedup ratio:            %.3f\n", j["dedup-ratio"].get<double>());
+  std::printf("Dedup ratio:            %.3f\n", r.dedup_ratio());
   if (!r.hash.empty()) {
     std::printf("Hash:                   %s, %s/s\n", r.hash.c_str(),
-                format_iec_size(static_cast<uint64_t>(j["hash-throughput-bytes-per-second"].get<double>())).c_str());
+                format_iec_size(static_cast<uint64_t>(r.hash_bytes_per_second())).c_str());
     std::printf("Refcount cap overflows: %llu\n", static_cast<unsigned long long>(r.refcount_cap_overflows));
   }
   std::printf("Wall time:              %.3f s\n", r.wall_seconds);

@@ -8,9 +8,8 @@
 
 #include "commands/command.h"
 #include "dedup/extension.h"
-#include "qcow2/chain.h"
-#include "qcow2/image.h"
-#include "qcow2/info.h"
+#include "io/file_system.h"
+#include "ops/info.h"
 #include "util/size.h"
 #include "util/text.h"
 
@@ -19,31 +18,24 @@ namespace qdedup::commands {
 namespace {
 
 using nlohmann::ordered_json;
+using ops::DedupInfo;
+using ops::InfoEntry;
 using qcow2::ImageInfo;
 
-// qdedup's own facts about an image: its dedup extension, if any.
-struct DedupInfo {
-  std::optional<dedup::DedupExtension> ext;
-  bool index_valid = false;
-  std::string error;  // the extension could not be decoded
-};
+// The lifetime counters by their JSON names, for both renderers.
+std::vector<std::pair<const char*, uint64_t>> counter_rows(const dedup::DedupCounters& c) {
+  return {{"clusters-deduplicated", c.clusters_deduplicated},
+          {"clusters-stored-unique", c.clusters_stored_unique},
+          {"index-entries-added", c.index_entries_added},
+          {"index-entries-removed", c.index_entries_removed},
+          {"clusters-freed", c.clusters_freed},
+          {"refcount-cap-overflows", c.refcount_cap_overflows},
+          {"partial-cluster-reads", c.partial_cluster_reads}};
+}
 
-struct InfoEntry {
-  ImageInfo image;
-  std::optional<DedupInfo> dedup;
-};
-
-std::optional<DedupInfo> collect_dedup(const qcow2::Header& h) {
-  auto found = dedup::find_dedup_extension(h);
-  DedupInfo d;
-  if (!found) {
-    d.error = found.status().message();
-    return d;
-  }
-  if (!*found) return std::nullopt;
-  d.ext = **found;
-  d.index_valid = (h.autoclear_features & dedup::kAutoclearDedupIndex) != 0;
-  return d;
+const char* hash_label(const dedup::DedupExtension& e) {
+  auto algo = hash::hash_from_id(e.hash_algorithm);
+  return algo ? hash::hash_name(*algo) : "unknown";
 }
 
 ordered_json dedup_json(const DedupInfo& d) {
@@ -53,22 +45,16 @@ ordered_json dedup_json(const DedupInfo& d) {
     return j;
   }
   const dedup::DedupExtension& e = *d.ext;
-  auto algo = hash::hash_from_id(e.hash_algorithm);
-  j["hash"] = algo ? hash::hash_name(*algo) : "unknown";
+  j["hash"] = hash_label(e);
   j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
   j["index-valid"] = d.index_valid;
   j["index-entries"] = e.index_entries;
   j["index-offset"] = e.index_offset;
   j["index-size"] = e.index_size;
   j["refcount-cap"] = e.refcount_cap;
-  const dedup::DedupCounters& c = e.counters;
-  j["counters"] = {{"clusters-deduplicated", c.clusters_deduplicated},
-                   {"clusters-stored-unique", c.clusters_stored_unique},
-                   {"index-entries-added", c.index_entries_added},
-                   {"index-entries-removed", c.index_entries_removed},
-                   {"clusters-freed", c.clusters_freed},
-                   {"refcount-cap-overflows", c.refcount_cap_overflows},
-                   {"partial-cluster-reads", c.partial_cluster_reads}};
+  ordered_json counters;
+  for (const auto& [key, value] : counter_rows(e.counters)) counters[key] = value;
+  j["counters"] = counters;
   return j;
 }
 
@@ -78,28 +64,20 @@ void render_dedup_human(const DedupInfo& d, std::FILE* out) {
     std::fprintf(out, "    error: %s\n", escape_for_display(d.error).c_str());
     return;
   }
-  ordered_json j = dedup_json(d);
-  std::fprintf(out, "    hash: %s%s\n", j["hash"].get<std::string>().c_str(),
-               j["verify"].get<bool>() ? " (verify)" : "");
+  const dedup::DedupExtension& e = *d.ext;
+  std::fprintf(out, "    hash: %s%s\n", hash_label(e),
+               (e.flags & dedup::kDedupFlagVerify) != 0 ? " (verify)" : "");
   std::fprintf(out, "    index: %s\n",
                d.index_valid ? "valid" : "stale (the image was written by a program that does not "
                                          "maintain it; qdedup rebuilds it before deduplicating)");
   std::fprintf(out, "    index entries: %llu\n", static_cast<unsigned long long>(d.ext->index_entries));
   std::fprintf(out, "    refcount cap: %llu\n", static_cast<unsigned long long>(d.ext->refcount_cap));
-  for (const auto& [k, v] : j["counters"].items()) {
-    std::string key = k;
+  for (const auto& [name, value] : counter_rows(e.counters)) {
+    std::string key = name;
     std::replace(key.begin(), key.end(), '-', ' ');
-    std::fprintf(out, "    %s: %llu\n", key.c_str(), static_cast<unsigned long long>(v.get<uint64_t>()));
+    std::fprintf(out, "    %s: %llu\n", key.c_str(), static_cast<unsigned long long>(value));
   }
 }
-
-struct InfoArgs {
-  std::string format;
-  std::string output = "human";
-  bool backing_chain = false;
-  bool force_share = false;
-  std::string file;
-};
 
 ordered_json to_json(const ImageInfo& i) {
   ordered_json j;
@@ -224,45 +202,10 @@ ordered_json entry_json(const InfoEntry& e) {
   return j;
 }
 
-// Collects the image's facts and, with --backing-chain, its backing files'.
-Result<std::vector<InfoEntry>> collect(const InfoArgs& a) {
-  std::vector<InfoEntry> infos;
-  qcow2::OpenRequest req{a.file, a.format, false, a.force_share, false, false};
-  for (int depth = 0;; ++depth) {
-    if (depth > qcow2::kMaxChainDepth) {
-      return corruption(escape_for_display(a.file) + ": backing chain is deeper than " +
-                        std::to_string(qcow2::kMaxChainDepth));
-    }
-    QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
-    auto* img = dynamic_cast<qcow2::Image*>(dev.get());
-    io::File* file = img ? &img->file() : &static_cast<qcow2::RawDevice*>(dev.get())->file();
-    auto info = qcow2::collect_info(*dev, *file);
-    if (!info) return info.status().with_prefix(escape_for_display(req.path));
-    InfoEntry entry{*info, img ? collect_dedup(img->header()) : std::nullopt};
-    infos.push_back(entry);
-    if (!a.backing_chain || !info->full_backing_filename) break;
-    for (const auto& prev : infos) {
-      if (prev.image.filename == *info->full_backing_filename) {
-        return corruption(escape_for_display(req.path) + ": backing chain loops back to '" +
-                          escape_for_display(prev.image.filename) + "'");
-      }
-    }
-    if (qcow2::looks_like_protocol(*info->backing_filename)) {
-      return unsupported(escape_for_display(req.path) + ": backing file '" +
-                         escape_for_display(*info->backing_filename) +
-                         "' is a protocol or URL; qdedup only follows plain files");
-    }
-    req.path = *info->full_backing_filename;
-    req.format = info->backing_format.value_or("");
-    req.backing_member = true;
-  }
-  return infos;
-}
-
 }  // namespace
 
 std::function<int()> register_info(CLI::App& app) {
-  auto a = std::make_shared<InfoArgs>();
+  auto a = std::make_shared<ops::InfoJob>();
   app.add_option("-f", a->format, "Image format (qcow2 or raw); probed if absent");
   app.add_option("--output", a->output, "Output format")->check(CLI::IsMember({"human", "json"}));
   app.add_flag("--backing-chain", a->backing_chain, "Also show every image of the backing chain");
@@ -270,7 +213,7 @@ std::function<int()> register_info(CLI::App& app) {
   app.add_option("FILE", a->file, "Image")->required();
   app.footer("Example:\n  qdedup info --output=json disk.qcow2");
   return [a] {
-    auto infos = collect(*a);
+    auto infos = ops::info(io::posix_file_system(), *a);
     if (!infos) return report_error(infos.status());
     if (a->output == "json") {
       if (a->backing_chain) {

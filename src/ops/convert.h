@@ -41,6 +41,17 @@ struct ConvertReport {
   double hash_seconds = 0;         // wall time spent hashing
   double wall_seconds = 0;
   uint64_t bytes_saved() const { return clusters_deduplicated * cluster_size; }
+  // Clusters the guest data needs, stored or shared, over those stored (1 without dedup).
+  double dedup_ratio() const {
+    uint64_t needed = clusters_written + clusters_deduplicated;
+    return clusters_written ? static_cast<double>(needed) / static_cast<double>(clusters_written)
+                            : 1.0;
+  }
+  // Bytes hashed per second of hashing wall time (0 without dedup).
+  double hash_bytes_per_second() const {
+    uint64_t hashed = (clusters_written + clusters_deduplicated) * cluster_size;
+    return hash_seconds > 0 ? static_cast<double>(hashed) / hash_seconds : 0.0;
+  }
 };
 
 // Runs the whole job on `fs` (the OS's file system for the command; memory in
