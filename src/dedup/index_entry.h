@@ -41,10 +41,12 @@ inline void encode_index_entry(const StoredIndexEntry& e, std::vector<uint8_t>& 
   const size_t hs = e.hash.size();
   const size_t at = out.size();
   out.resize(at + index_entry_size(hs));
-  uint8_t* p = out.data() + at;
-  std::memcpy(p + kIndexEntryOffHash, e.hash.data(), hs);
-  store_be64(p + index_entry_off_host_offset(hs), e.host_offset);
-  store_be64(p + index_entry_off_owner(hs), e.owner_guest_cluster);
+  std::memcpy(out.data() + at + kIndexEntryOffHash, e.hash.data(), hs);
+  // Addressed from out.data() again rather than through a pointer taken
+  // before the copy: only then does GCC 12 merge store_be64's byte stores
+  // into one byte-swapped store (about 70 instructions less per entry).
+  store_be64(out.data() + at + index_entry_off_host_offset(hs), e.host_offset);
+  store_be64(out.data() + at + index_entry_off_owner(hs), e.owner_guest_cluster);
 }
 
 // Decodes the entry at `p`, which holds index_entry_size(hash_size) bytes.
