@@ -9,6 +9,118 @@
 
 namespace qdedup::qcow2::check_detail {
 
+// The per-entry steps are inlined into walk_l2(), the check's hot loop (one
+// pass over every entry of every table; scripts/bench-check.sh times it).
+#define QD_HOT_INLINE [[gnu::always_inline]] inline
+
+QD_HOT_INLINE void Analyser::check_l2_entry(uint64_t at, uint64_t index, const L2Entry& e,
+                                            bool active, uint64_t& next_contiguous) {
+  const ClusterType type = e.cluster_type(a_.g);
+  EntryVerdict v;
+  v.fixed = e.word;
+  if (type != ClusterType::kCompressed && (e.word & kL2eStdReservedMask)) {
+    corrupt("ERROR found l2 entry with reserved bits set: " + hex_digits(e.word));
+    v.fixed &= ~kL2eStdReservedMask;
+    v.fix_what = "Repairing l2 entry with reserved bits set: " + hex_digits(e.word);
+  }
+  switch (type) {
+    case ClusterType::kCompressed:
+      check_compressed(index, e, active, v);
+      break;
+    case ClusterType::kZeroAlloc:
+    case ClusterType::kNormal:
+      check_allocated(at, e, type, active, next_contiguous, v);
+      break;
+    case ClusterType::kZeroPlain:
+      check_v2_zero(e, v);
+      break;
+    case ClusterType::kUnallocated:
+      if (e.bitmap & kBitmapAllAllocated) {
+        corrupt("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+        ++a_.unrepairable;
+      }
+      break;
+  }
+  if (!v.unmap.empty()) {
+    plan_unmap(at, e.word, v.unmap);
+  } else if (v.fixed != e.word) {
+    plan_fix(at, e.word, v.fixed, std::move(v.fix_what));
+  }
+}
+
+QD_HOT_INLINE void Analyser::check_compressed(uint64_t index, const L2Entry& e, bool active,
+                                              EntryVerdict& v) {
+  const Geometry& g = a_.g;
+  if (e.copied()) {
+    corrupt("ERROR: coffset=0x" + hex_digits(e.word & g.cluster_offset_mask) +
+            ": copied flag must never be set for compressed clusters");
+    v.fixed &= ~kOflagCopied;
+    v.fix_what = "Repairing compressed cluster entry with the copied flag set: " + hex_digits(e.word);
+  }
+  if (e.bitmap) {
+    corrupt("ERROR compressed cluster " + dec(index) +
+            " with non-zero subcluster allocation bitmap, entry=0x" + hex_digits(e.word));
+    ++a_.unrepairable;
+    return;
+  }
+  CompressedRange r = compressed_range(g, L2Entry{e.word & ~kOflagCopied, 0});
+  if (!inc(r.offset, r.length, kGuestData)) {
+    v.unmap = "compressed cluster at 0x" + hex_digits(r.offset) + " beyond the end of the file";
+  }
+  if (active) {
+    ++a_.counts.allocated_clusters;
+    ++a_.counts.compressed_clusters;
+    ++a_.counts.fragmented_clusters;
+  }
+}
+
+QD_HOT_INLINE void Analyser::check_allocated(uint64_t at, const L2Entry& e, ClusterType type,
+                                             bool active, uint64_t& next_contiguous,
+                                             EntryVerdict& v) {
+  const Geometry& g = a_.g;
+  const uint64_t offset = e.host_offset();
+  if (type == ClusterType::kNormal && ((e.bitmap >> 32) & e.bitmap)) {
+    corrupt("ERROR offset=" + hex_digits(offset) +
+            ": Allocated cluster has corrupted subcluster allocation bitmap");
+    ++a_.unrepairable;
+  }
+  if (offset % g.cluster_size != 0) {
+    bool contains_data = g.extended_l2 ? (e.bitmap & kBitmapAllAllocated) != 0 : !e.zero_flag();
+    if (!contains_data) {
+      corrupt("ERROR offset=" + hex_digits(offset) +
+              ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
+      v.fixed = g.extended_l2 ? 0 : kOflagZero;
+      v.fix_what = "Repairing offset=" + hex_digits(offset) +
+                   ": Preallocated cluster is not properly aligned; L2 entry corrupted.";
+    } else {
+      corrupt("ERROR offset=" + hex_digits(offset) +
+              ": Data cluster is not properly aligned; L2 entry corrupted.");
+      v.unmap = "offset=" + hex_digits(offset) + ": data cluster is not properly aligned";
+    }
+  }
+  if (active) {
+    ++a_.counts.allocated_clusters;
+    if (next_contiguous && offset != next_contiguous) ++a_.counts.fragmented_clusters;
+    next_contiguous = offset + g.cluster_size;
+  }
+  if (!inc_data(at, e.word, offset) && v.unmap.empty()) {
+    v.unmap = "offset=" + hex_digits(offset) + ": cluster lies beyond the end of the file";
+  }
+  if (type == ClusterType::kZeroAlloc) check_v2_zero(e, v);
+}
+
+QD_HOT_INLINE void Analyser::check_v2_zero(const L2Entry& e, EntryVerdict& v) {
+  if (a_.g.version >= 3) return;
+  corrupt("ERROR zero cluster entry " + hex_digits(e.word) + " in a version 2 image");
+  if (a_.header.has_backing()) {
+    ++a_.unrepairable;
+    return;
+  }
+  v.fixed = 0;
+  v.fix_what = "Repairing zero cluster entry " + hex_digits(e.word) +
+               " in a version 2 image: now unallocated (reads as zeros)";
+}
+
 Status Analyser::walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active) {
   inc(l1_offset, l1_size * 8);
   // Entries past the end of the file read as zeros: read only what is there.
@@ -59,110 +171,6 @@ Status Analyser::walk_l2(uint64_t l2_offset, bool active) {
   return Status::ok();
 }
 
-void Analyser::check_l2_entry(uint64_t at, uint64_t index, const L2Entry& e, bool active,
-                              uint64_t& next_contiguous) {
-  const ClusterType type = e.cluster_type(a_.g);
-  EntryVerdict v;
-  v.fixed = e.word;
-  if (type != ClusterType::kCompressed && (e.word & kL2eStdReservedMask)) {
-    corrupt("ERROR found l2 entry with reserved bits set: " + hex_digits(e.word));
-    v.fixed &= ~kL2eStdReservedMask;
-    v.fix_what = "Repairing l2 entry with reserved bits set: " + hex_digits(e.word);
-  }
-  switch (type) {
-    case ClusterType::kCompressed:
-      check_compressed(index, e, active, v);
-      break;
-    case ClusterType::kZeroAlloc:
-    case ClusterType::kNormal:
-      check_allocated(at, e, type, active, next_contiguous, v);
-      break;
-    case ClusterType::kZeroPlain:
-      check_v2_zero(e, v);
-      break;
-    case ClusterType::kUnallocated:
-      if (e.bitmap & kBitmapAllAllocated) {
-        corrupt("ERROR: Unallocated cluster has non-zero subcluster allocation map");
-        ++a_.unrepairable;
-      }
-      break;
-  }
-  if (!v.unmap.empty()) {
-    plan_unmap(at, e.word, v.unmap);
-  } else if (v.fixed != e.word) {
-    plan_fix(at, e.word, v.fixed, std::move(v.fix_what));
-  }
-}
-
-void Analyser::check_compressed(uint64_t index, const L2Entry& e, bool active, EntryVerdict& v) {
-  const Geometry& g = a_.g;
-  if (e.copied()) {
-    corrupt("ERROR: coffset=0x" + hex_digits(e.word & g.cluster_offset_mask) +
-            ": copied flag must never be set for compressed clusters");
-    v.fixed &= ~kOflagCopied;
-    v.fix_what = "Repairing compressed cluster entry with the copied flag set: " + hex_digits(e.word);
-  }
-  if (e.bitmap) {
-    corrupt("ERROR compressed cluster " + dec(index) +
-            " with non-zero subcluster allocation bitmap, entry=0x" + hex_digits(e.word));
-    ++a_.unrepairable;
-    return;
-  }
-  CompressedRange r = compressed_range(g, L2Entry{e.word & ~kOflagCopied, 0});
-  if (!inc(r.offset, r.length, kGuestData)) {
-    v.unmap = "compressed cluster at 0x" + hex_digits(r.offset) + " beyond the end of the file";
-  }
-  if (active) {
-    ++a_.counts.allocated_clusters;
-    ++a_.counts.compressed_clusters;
-    ++a_.counts.fragmented_clusters;
-  }
-}
-
-void Analyser::check_allocated(uint64_t at, const L2Entry& e, ClusterType type, bool active,
-                               uint64_t& next_contiguous, EntryVerdict& v) {
-  const Geometry& g = a_.g;
-  const uint64_t offset = e.host_offset();
-  if (type == ClusterType::kNormal && ((e.bitmap >> 32) & e.bitmap)) {
-    corrupt("ERROR offset=" + hex_digits(offset) +
-            ": Allocated cluster has corrupted subcluster allocation bitmap");
-    ++a_.unrepairable;
-  }
-  if (offset % g.cluster_size != 0) {
-    bool contains_data = g.extended_l2 ? (e.bitmap & kBitmapAllAllocated) != 0 : !e.zero_flag();
-    if (!contains_data) {
-      corrupt("ERROR offset=" + hex_digits(offset) +
-              ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
-      v.fixed = g.extended_l2 ? 0 : kOflagZero;
-      v.fix_what = "Repairing offset=" + hex_digits(offset) +
-                   ": Preallocated cluster is not properly aligned; L2 entry corrupted.";
-    } else {
-      corrupt("ERROR offset=" + hex_digits(offset) +
-              ": Data cluster is not properly aligned; L2 entry corrupted.");
-      v.unmap = "offset=" + hex_digits(offset) + ": data cluster is not properly aligned";
-    }
-  }
-  if (active) {
-    ++a_.counts.allocated_clusters;
-    if (next_contiguous && offset != next_contiguous) ++a_.counts.fragmented_clusters;
-    next_contiguous = offset + g.cluster_size;
-  }
-  if (!inc_data(at, e.word, offset) && v.unmap.empty()) {
-    v.unmap = "offset=" + hex_digits(offset) + ": cluster lies beyond the end of the file";
-  }
-  if (type == ClusterType::kZeroAlloc) check_v2_zero(e, v);
-}
-
-void Analyser::check_v2_zero(const L2Entry& e, EntryVerdict& v) {
-  if (a_.g.version >= 3) return;
-  corrupt("ERROR zero cluster entry " + hex_digits(e.word) + " in a version 2 image");
-  if (a_.header.has_backing()) {
-    ++a_.unrepairable;
-    return;
-  }
-  v.fixed = 0;
-  v.fix_what = "Repairing zero cluster entry " + hex_digits(e.word) +
-               " in a version 2 image: now unallocated (reads as zeros)";
-}
+#undef QD_HOT_INLINE
 
 }  // namespace qdedup::qcow2::check_detail

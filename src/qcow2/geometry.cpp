@@ -30,15 +30,6 @@ uint64_t Geometry::l1_entries_for(uint64_t size) const {
   return div_round_up(size, bytes_per_l2());
 }
 
-ClusterType L2Entry::cluster_type(const Geometry& g) const {
-  if (compressed()) return ClusterType::kCompressed;
-  const bool allocated = host_offset() != 0;
-  if (zero_flag() && !g.extended_l2) {
-    return allocated ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
-  }
-  return allocated ? ClusterType::kNormal : ClusterType::kUnallocated;
-}
-
 ClusterType L2Entry::type(const Geometry& g) const {
   ClusterType t = cluster_type(g);
   if (t == ClusterType::kUnallocated && g.extended_l2 && (bitmap >> 32) == 0xffffffffu) {

@@ -63,7 +63,15 @@ struct L2Entry {
   // The entry's type as QEMU's qcow2_get_cluster_type() gives it, which is
   // what `check` judges: with extended L2 entries the zero flag is not used
   // (zeros live in the subcluster bitmap) and offset 0 is unallocated.
-  ClusterType cluster_type(const Geometry& g) const;
+  // Inline: the check classifies every entry of every table.
+  ClusterType cluster_type(const Geometry& g) const {
+    if (compressed()) return ClusterType::kCompressed;
+    const bool allocated = host_offset() != 0;
+    if (zero_flag() && !g.extended_l2) {
+      return allocated ? ClusterType::kZeroAlloc : ClusterType::kZeroPlain;
+    }
+    return allocated ? ClusterType::kNormal : ClusterType::kUnallocated;
+  }
   // What the whole cluster reads as: cluster_type(), except that an extended
   // entry without a host cluster whose every subcluster is zero is kZeroPlain.
   ClusterType type(const Geometry& g) const;
