@@ -51,7 +51,7 @@ class ActiveMap {
     }
     const uint8_t* p = it->second.data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
     const qcow2::L2Entry e{load_be64(p), g.extended_l2 ? load_be64(p + 8) : 0};
-    return e.type(g) == qcow2::ClusterType::kNormal ? e.host_offset() : uint64_t{0};
+    return e.cluster_type(g) == qcow2::ClusterType::kNormal ? e.host_offset() : uint64_t{0};
   }
 
  private:
@@ -105,12 +105,12 @@ void IndexChecker::run(const DedupExtension& ext) {
   }
   if (ext.index_entries > a_.counts.allocated_clusters) {
     error_("dedup index has " + std::to_string(ext.index_entries) + " entries for " +
-          std::to_string(a_.counts.allocated_clusters) + " allocated clusters");
+           std::to_string(a_.counts.allocated_clusters) + " allocated clusters");
   }
   if (ext.counters.index_entries_removed > ext.counters.index_entries_added) {
     error_("dedup counters: more index entries removed (" +
-          std::to_string(ext.counters.index_entries_removed) + ") than added (" +
-          std::to_string(ext.counters.index_entries_added) + ")");
+           std::to_string(ext.counters.index_entries_removed) + ") than added (" +
+           std::to_string(ext.counters.index_entries_added) + ")");
   }
   if (o_.verify_hashes && r_.errors == 0) {
     auto algo = hash::hash_from_id(ext.hash_algorithm);
@@ -132,9 +132,9 @@ void IndexChecker::check_region(const DedupExtension& ext) {
     uint64_t ref = a_.computed.get(c);
     std::optional<uint64_t> stored = a_.stored_refcount(file_, c);
     if (ref != 0 || (stored && *stored != 0)) {
-      error_("dedup index cluster " + std::to_string(c) + " is in use: refcount=" +
-            (stored ? std::to_string(*stored) : std::string("?")) +
-            " reference=" + std::to_string(ref));
+      error_("dedup index cluster " + std::to_string(c) +
+             " is in use: refcount=" + (stored ? std::to_string(*stored) : std::string("?")) +
+             " reference=" + std::to_string(ref));
     }
   }
 }
@@ -143,14 +143,21 @@ void IndexChecker::check_region(const DedupExtension& ext) {
 // error, and the check goes on to the next entry.
 class EntryChecker final : public IndexVisitor {
  public:
-  EntryChecker(io::File& file, qcow2::CheckAnalysis& a, const DedupExtension& ext,
-               ActiveMap& map, ErrorLog error)
-      : file_(file), a_(a), cap_(ext.refcount_cap), map_(map), error_(error),
+  EntryChecker(io::File& file, qcow2::CheckAnalysis& a, const DedupExtension& ext, ActiveMap& map,
+               ErrorLog error)
+      : file_(file),
+        a_(a),
+        cap_(ext.refcount_cap),
+        map_(map),
+        error_(error),
         seen_cluster_(a.computed.size()) {}
 
   Status misordered(uint64_t n, const StoredIndexEntry& e, int order) override {
-    if (order == 0) error_(where(n) + "a second entry for hash " + hex_bytes(e.hash.data(), e.hash.size()));
-    if (order > 0) error_(where(n) + "entries out of hash order");
+    if (order == 0) {
+      error_(where(n) + "a second entry for hash " + hex_bytes(e.hash.data(), e.hash.size()));
+    } else {
+      error_(where(n) + "entries out of hash order");
+    }
     return Status::ok();
   }
   Status entry(uint64_t n, const StoredIndexEntry& e) override;
@@ -274,7 +281,8 @@ Status HashVerifier::chunk(uint64_t first, std::span<const uint8_t> bytes) {
     pool_.hash_chunks(std::span<const uint8_t>(data_[cur].data(), m * cs_), cs_, digests_.data());
     for (uint64_t j = 0; j < m; ++j) {
       const uint64_t i = order_[k + j];
-      const StoredIndexEntry want = decode_index_entry(bytes.data() + i * index_entry_size(hs_), hs_);
+      const StoredIndexEntry want =
+          decode_index_entry(bytes.data() + i * index_entry_size(hs_), hs_);
       ++error_.r.verified;
       if (std::memcmp(want.hash.data(), digests_.data() + j * hs_, hs_) != 0) {
         ++error_.r.hash_mismatches;

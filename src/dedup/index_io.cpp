@@ -27,8 +27,8 @@ class IndexLoader final : public IndexVisitor {
     if (e.owner_guest_cluster >= g_.guest_clusters) return bad(n, "owner beyond the virtual disk");
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> g_.cluster_bits));
     if (rc == 0 || rc >= cap_) {
-      return bad(n, "cluster refcount " + std::to_string(rc) + " outside 1.." +
-                        std::to_string(cap_ - 1));
+      return bad(
+          n, "cluster refcount " + std::to_string(rc) + " outside 1.." + std::to_string(cap_ - 1));
     }
     return index_.insert(e.hash.data(), e.host_offset, e.owner_guest_cluster);
   }
