@@ -13,6 +13,7 @@
 #include <new>
 #include <utility>
 
+#include "hash/little_endian.h"
 #include "hash/sha256.h"
 #include "hash/sha256_x2.h"
 #include "hash/skein.h"
@@ -141,13 +142,6 @@ template <int R>
   blake2b_g<3, 4, 9, 14>(v, m[s[14]], m[s[15]]);
 }
 
-inline uint64_t load_le64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
-
 // RFC 7693 section 3.2: compression function F. `t` is the byte offset at
 // the end of this block (the high counter word stays 0: a cluster is far
 // below 2^64 bytes).
@@ -197,9 +191,7 @@ void blake2b(std::span<const uint8_t> data, std::span<uint8_t> out) {
   blake2b_compress(h, last, offset + left, true);
 
   uint8_t bytes[64];
-  for (int i = 0; i < 8; ++i) {
-    for (int b = 0; b < 8; ++b) bytes[8 * i + b] = static_cast<uint8_t>(h[i] >> (8 * b));
-  }
+  store_le64_words(h, 8, bytes);
   std::memcpy(out.data(), bytes, out.size());
 }
 

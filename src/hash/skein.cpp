@@ -5,6 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "hash/little_endian.h"
+
 namespace qdedup::hash {
 
 namespace {
@@ -30,13 +32,6 @@ constexpr uint64_t kFinal = uint64_t{1} << 63;
 // Section 3.5.2: the configuration string's first word is the schema "SHA3"
 // (0x53, 0x48, 0x41, 0x33) then version 1, both little-endian.
 constexpr uint64_t kConfigSchemaVersion = 0x0000000133414853;
-
-inline uint64_t load_le64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
 
 inline void load_block(const uint8_t* p, uint64_t m[8]) {
 #pragma GCC unroll 8
@@ -172,9 +167,7 @@ void Skein512::hash(std::span<const uint8_t> message, uint8_t* out) const {
   ubi_block(h, counter_block, 8, kTypeOutput | kFirst | kFinal);
 
   uint8_t bytes[kBlockBytes];
-  for (int i = 0; i < 8; ++i) {
-    for (int b = 0; b < 8; ++b) bytes[8 * i + b] = static_cast<uint8_t>(h[i] >> (8 * b));
-  }
+  store_le64_words(h, 8, bytes);
   std::memcpy(out, bytes, output_bytes_);
 }
 
