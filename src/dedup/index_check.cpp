@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <future>
-#include <thread>
 #include <unordered_map>
 
 #include "dedup/dedup_writer.h"
@@ -23,10 +22,6 @@ namespace qdedup::dedup {
 namespace {
 
 constexpr uint64_t kL2CacheBytes = 64ull << 20;  // at least 16 tables
-
-unsigned thread_count(unsigned t) {
-  return t ? t : std::max(1u, std::thread::hardware_concurrency());
-}
 
 // Active L2 lookups for the owner check (a few tables cached).
 class ActiveMap {
@@ -297,8 +292,8 @@ Status HashVerifier::chunk(uint64_t first, std::span<const uint8_t> bytes) {
 }
 
 Status IndexChecker::verify(const DedupExtension& ext, hash::HashAlgorithm algo) {
-  HashVerifier v(file_, a_.g.cluster_size, ext, algo, thread_count(o_.threads), o_.progress,
-                 error_);
+  HashVerifier v(file_, a_.g.cluster_size, ext, algo, hash::threads_or_all_cores(o_.threads),
+                 o_.progress, error_);
   QD_TRY(for_each_index_chunk(file_, ext, [&](uint64_t first, std::span<const uint8_t> bytes) {
     return v.chunk(first, bytes);
   }));
@@ -349,7 +344,7 @@ Status rebuild_dedup_index(io::File& file, std::unique_ptr<io::File> scratch, un
                      DedupConfig{*algo, (ext->flags & kDedupFlagVerify) != 0, ext->refcount_cap},
                      std::move(scratch));
   writer.set_counters(ext->counters);
-  hash::HashPool pool(*algo, thread_count(threads));
+  hash::HashPool pool(*algo, hash::threads_or_all_cores(threads));
   // Whoever made the index stale may have left COPIED flags off.
   image->audit_copied_on_close();
   QD_TRY(rebuild_index(*image, pool, writer.refcount_cap(), writer.mutable_index()));

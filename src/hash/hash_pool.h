@@ -12,6 +12,7 @@
 // does not join it, so the caller never waits for a thread that has no work.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -26,6 +27,12 @@
 #include "hash/hash.h"
 
 namespace qdedup::hash {
+
+// The thread count of an option where 0 means one thread per core (at least
+// 1 where the core count is unknown).
+inline unsigned threads_or_all_cores(unsigned requested) {
+  return requested ? requested : std::max(1u, std::thread::hardware_concurrency());
+}
 
 class HashPool {
  public:
