@@ -1,5 +1,8 @@
 #include "io/faulty_file.h"
 
+#include <algorithm>
+#include <utility>
+
 namespace qdedup::io {
 
 namespace {
@@ -81,6 +84,16 @@ std::vector<uint8_t> FaultyFile::image_after_crash(Survivors which,
     if (keep) apply(out, op);
   }
   return out.bytes();
+}
+
+std::vector<std::vector<uint8_t>> FaultyFile::distinct_crash_states() const {
+  std::vector<std::vector<uint8_t>> out;
+  for (auto [which, seed] : {std::pair{Survivors::kFlushedOnly, 0u}, {Survivors::kAll, 0u},
+                             {Survivors::kRandomSubset, 1u}, {Survivors::kRandomSubset, 2u}}) {
+    std::vector<uint8_t> b = image_after_crash(which, seed);
+    if (std::find(out.begin(), out.end(), b) == out.end()) out.push_back(std::move(b));
+  }
+  return out;
 }
 
 }  // namespace qdedup::io

@@ -35,6 +35,9 @@ class FaultyFile : public File {
   // The bytes a disk would hold after a crash now: the flushed state plus the
   // chosen pending writes, applied in their original order.
   std::vector<uint8_t> image_after_crash(Survivors which, uint32_t seed = 0) const;
+  // The distinct states a crash now can leave: flushed writes only, every
+  // write, and two random subsets of the pending ones (seeds 1 and 2).
+  std::vector<std::vector<uint8_t>> distinct_crash_states() const;
   // What the process saw (all writes, as if the crash never happened).
   const std::vector<uint8_t>& live_bytes() const { return live_.bytes(); }
 

@@ -2,6 +2,7 @@
 // power cut would leave behind.
 #include "io/faulty_file.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <set>
 #include <vector>
@@ -168,6 +169,24 @@ TEST_CASE("image_after_crash replays pending truncates and punched holes", "[io]
   REQUIRE(f.punch_hole(0, 2).is_ok());
   CHECK(f.image_after_crash(FaultyFile::Survivors::kAll) == std::vector<uint8_t>{0, 0, 3, 3});
   CHECK(f.image_after_crash(FaultyFile::Survivors::kFlushedOnly) == filled(6, 3));
+}
+
+TEST_CASE("distinct_crash_states lists the flushed and the all-writes states once each",
+          "[io][faulty]") {
+  FaultyFile f(std::vector<uint8_t>(4, 0));
+  const uint8_t one[] = {1};
+  REQUIRE(f.pwrite(0, one).is_ok());
+  REQUIRE(f.flush().is_ok());
+  auto flushed = f.distinct_crash_states();
+  REQUIRE(flushed.size() == 1);  // nothing pending: every mode gives the same bytes
+  CHECK(flushed[0] == (std::vector<uint8_t>{1, 0, 0, 0}));
+  const uint8_t two[] = {2};
+  REQUIRE(f.pwrite(1, two).is_ok());
+  REQUIRE(f.pwrite(2, two).is_ok());
+  auto states = f.distinct_crash_states();
+  CHECK(states.front() == (std::vector<uint8_t>{1, 0, 0, 0}));
+  CHECK(std::find(states.begin(), states.end(), std::vector<uint8_t>{1, 2, 2, 0}) != states.end());
+  CHECK(std::set<std::vector<uint8_t>>(states.begin(), states.end()).size() == states.size());
 }
 
 }  // namespace qdedup::io

@@ -4,7 +4,6 @@
 #include "ops/check.h"
 
 #include <catch2/catch.hpp>
-#include <set>
 #include <vector>
 
 #include "dedup/extension.h"
@@ -12,6 +11,7 @@
 #include "io/file_system.h"
 #include "ops/convert.h"
 #include "qcow2/format.h"
+#include "support/guest_data.h"
 #include "support/refcheck.h"
 #include "util/endian.h"
 
@@ -22,6 +22,7 @@ using Bytes = std::vector<uint8_t>;
 using testsupport::pattern_cluster;
 using testsupport::read_guest_cluster;
 using testsupport::refcheck;
+using testsupport::require_guest_data;
 
 constexpr uint64_t kCluster = 4096;
 
@@ -67,15 +68,6 @@ Result<CheckReport> check_bytes(const Bytes& image, std::optional<qcow2::RepairM
   return r;
 }
 
-void require_guest_data(const Bytes& image, const Bytes& raw) {
-  for (uint64_t gc = 0; gc * kCluster < raw.size(); ++gc) {
-    auto got = read_guest_cluster(image, gc);
-    REQUIRE(got.is_ok());
-    INFO("guest cluster " << gc);
-    REQUIRE(std::equal(got->begin(), got->end(), raw.begin() + static_cast<long>(gc * kCluster)));
-  }
-}
-
 TEST_CASE("check on the memory file system reports a stale index and -r all rebuilds it",
           "[ops][check]") {
   Bytes raw;
@@ -104,7 +96,7 @@ TEST_CASE("check on the memory file system reports a stale index and -r all rebu
   CHECK(all->counts.corruptions == 0);
   CHECK(all->counts.leaks == 0);
   CHECK(refcheck(repaired).clean());
-  require_guest_data(repaired, raw);
+  require_guest_data(repaired, raw, kCluster);
 }
 
 TEST_CASE("check names a raw image and refuses -U with a repair", "[ops][check]") {
@@ -145,15 +137,7 @@ TEST_CASE("a crash at any write of check -r all on a stale dedup image is finish
       Result<CheckReport> r;
       uint64_t writes;
       std::vector<Bytes> states;
-    } out{r, faulty->writes(), {}};
-    std::set<Bytes> seen;
-    for (auto [which, seed] : {std::pair{io::FaultyFile::Survivors::kFlushedOnly, 0u},
-                               {io::FaultyFile::Survivors::kAll, 0u},
-                               {io::FaultyFile::Survivors::kRandomSubset, 1u},
-                               {io::FaultyFile::Survivors::kRandomSubset, 2u}}) {
-      Bytes b = faulty->image_after_crash(which, seed);
-      if (seen.insert(b).second) out.states.push_back(std::move(b));
-    }
+    } out{r, faulty->writes(), faulty->distinct_crash_states()};
     if (live) *live = faulty->live_bytes();
     return out;
   };
@@ -163,7 +147,7 @@ TEST_CASE("a crash at any write of check -r all on a stale dedup image is finish
   REQUIRE(clean.r.is_ok());
   REQUIRE(clean.r->index_rebuilt);
   REQUIRE(clean.writes > 2);
-  require_guest_data(live, raw);
+  require_guest_data(live, raw, kCluster);
 
   uint64_t states = 0;
   for (uint64_t n = 0; n < clean.writes; ++n) {
@@ -175,7 +159,7 @@ TEST_CASE("a crash at any write of check -r all on a stale dedup image is finish
       auto rc = refcheck(b);
       INFO(rc.summary());
       REQUIRE(rc.consistent());
-      require_guest_data(b, raw);
+      require_guest_data(b, raw, kCluster);
       auto again = check_bytes(b, std::nullopt);
       REQUIRE(again.is_ok());
       CHECK(again->dedup.errors == 0);  // valid or stale, never a wrong valid index
@@ -187,7 +171,7 @@ TEST_CASE("a crash at any write of check -r all on a stale dedup image is finish
       CHECK(second->counts.leaks == 0);
       CHECK(second->dedup.state == "valid");
       CHECK(refcheck(fixed).clean());
-      require_guest_data(fixed, raw);
+      require_guest_data(fixed, raw, kCluster);
     }
   }
   CHECK(states >= clean.writes);
