@@ -27,6 +27,7 @@ const std::vector<Command>& command_table();
 std::function<int()> register_check(CLI::App& app);
 std::function<int()> register_convert(CLI::App& app);
 std::function<int()> register_create(CLI::App& app);
+std::function<int()> register_dedup_offline(CLI::App& app);
 std::function<int()> register_info(CLI::App& app);
 
 // Exit statuses, part of the interface (qemu-img's where it has them).
@@ -35,6 +36,7 @@ inline constexpr int kExitError = 1;        // an error, or a check that could n
 inline constexpr int kExitCorruptions = 2;  // check: corruptions remain
 inline constexpr int kExitLeaks = 3;        // check: only leaked clusters remain
 inline constexpr int kExitNoChecks = 63;    // check: the format has no checks (raw)
+inline constexpr int kExitInterrupted = 130;  // dedup-offline: stopped by SIGINT/SIGTERM (128 + 2)
 
 // The status of a completed check, as qemu-img check gives it.
 inline int check_exit_status(uint64_t corruptions, uint64_t leaks) {

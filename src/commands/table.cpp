@@ -13,6 +13,8 @@ const std::vector<Command>& command_table() {
        register_convert},
       {"check", "Check an image's consistency and its dedup index; repair with -r",
        register_check},
+      {"dedup-offline", "Deduplicate existing qcow2 images in place (batch, crash-safe)",
+       register_dedup_offline},
       {"info", "Show facts about an image (qemu-img info compatible)", register_info},
   };
   return kCommands;

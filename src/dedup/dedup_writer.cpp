@@ -116,6 +116,7 @@ Status DedupWriter::write_index(DedupExtension& ext) {
   Status st = index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> image_.geometry().cluster_bits));
     if (rc == 0 || rc >= cap_) return Status::ok();  // not a target any more
+    if (e.owner_guest_cluster & kOwnerNotActive) return Status::ok();  // no active owner
     encode_index_entry({{hash, hs}, e.host_offset, e.owner_guest_cluster}, buf);
     ++entries;
     if (buf.size() >= kIndexWriteBytes) return emit();

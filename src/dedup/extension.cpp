@@ -127,6 +127,22 @@ Result<std::optional<DedupChoice>> choose_dedup(const std::string& dedup, bool v
   return std::optional<DedupChoice>(c);
 }
 
+Result<DedupChoice> choose_dedup(const std::string& dedup, bool verify,
+                                 const std::optional<DedupExtension>& existing) {
+  DedupChoice c{hash::HashAlgorithm::kSha256, verify};
+  if (!dedup.empty()) {
+    QD_ASSIGN_OR_RETURN(c.algorithm, hash::parse_hash_name(dedup));
+  } else if (existing) {
+    std::optional<hash::HashAlgorithm> algo = hash::hash_from_id(existing->hash_algorithm);
+    if (!algo) return unsupported("unknown dedup hash id " + std::to_string(existing->hash_algorithm));
+    c.algorithm = *algo;
+    c.verify = verify || (existing->flags & kDedupFlagVerify) != 0;
+  }
+  // Any version: a version 2 image is deduplicated without an index.
+  QD_TRY(check_choice(c, 3));
+  return c;
+}
+
 Result<DedupChoice> choose_dedup(const DedupExtension& e, const qcow2::Header& h) {
   std::optional<hash::HashAlgorithm> algo = hash::hash_from_id(e.hash_algorithm);
   if (!algo) return unsupported("unknown dedup hash id " + std::to_string(e.hash_algorithm));

@@ -73,6 +73,11 @@ struct DedupChoice {
 // `cluster_size_set` (guest file systems place data at 4 KiB). Adjusts `o`.
 Result<std::optional<DedupChoice>> choose_dedup(const std::string& dedup, bool verify,
                                                bool cluster_size_set, qcow2::CreateOptions& o);
+// The hash of a job on an existing image (dedup-offline): the one `dedup=`
+// names, else the one of the image's extension `existing`, else SHA-256;
+// collision resistant unless `verify` (or the extension's verify flag).
+Result<DedupChoice> choose_dedup(const std::string& dedup, bool verify,
+                                 const std::optional<DedupExtension>& existing);
 // The same policy for an image that has the extension `e` (a `-n` target).
 Result<DedupChoice> choose_dedup(const DedupExtension& e, const qcow2::Header& h);
 

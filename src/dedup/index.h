@@ -28,6 +28,11 @@
 
 namespace qdedup::dedup {
 
+// An owner that is not an active guest cluster (dedup-offline's keepers that
+// only snapshots map): the bit is set, the rest is the L2 entry's file offset.
+// Such entries are not written to the on-disk index.
+inline constexpr uint64_t kOwnerNotActive = 1ull << 63;
+
 struct IndexEntry {
   uint64_t host_offset = 0;          // the shared host cluster
   uint64_t owner_guest_cluster = 0;  // a guest cluster that maps to it

@@ -20,11 +20,12 @@ constexpr size_t kL2CacheMinTables = 16;
 
 }  // namespace
 
-Image::Image(std::unique_ptr<io::File> file, Header header, bool writable)
+Image::Image(std::unique_ptr<io::File> file, Header header, const ImageOptions& options)
     : file_(std::move(file)),
       header_(std::move(header)),
       g_(Geometry::from_header(header_)),
-      writable_(writable),
+      writable_(options.writable),
+      keep_autoclear_(options.keep_autoclear),
       refcounts_(*file_, g_, header_) {}
 
 Image::~Image() = default;
@@ -38,7 +39,7 @@ Result<std::unique_ptr<Image>> Image::open(std::unique_ptr<io::File> file,
     return corruption("image is dirty (not closed cleanly with lazy refcounts); "
                       "repair it with 'qemu-img check -r all' before writing");
   }
-  std::unique_ptr<Image> img(new Image(std::move(file), std::move(header), options.writable));
+  std::unique_ptr<Image> img(new Image(std::move(file), std::move(header), options));
   QD_TRY(img->load(file_size));
   return img;
 }

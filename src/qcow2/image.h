@@ -29,6 +29,10 @@ namespace qdedup::qcow2 {
 
 struct ImageOptions {
   bool writable = false;
+  // Autoclear bits that stay set when writing starts (every other one is
+  // cleared, as QEMU does): kAutoclearBitmaps for a job that changes no guest
+  // byte, so that the persistent bitmaps stay valid (docs/format.md, 7).
+  uint64_t keep_autoclear = 0;
 };
 
 class Image : public BlockDevice {
@@ -78,6 +82,36 @@ class Image : public BlockDevice {
   // Makes `guest_cluster` read as zeros (a zero cluster on v3; unallocated on
   // v2 without a backing file; written zeros otherwise).
   Status zero_cluster(uint64_t guest_cluster);
+  // Clears the autoclear bits the job does not keep (ImageOptions), as the
+  // first change to the image does; for a job that must invalidate qdedup's
+  // index before it changes anything else (e.g. truncates past it).
+  Status start_writing() { return begin_write(); }
+
+  // ---- Remapping in place: any table, active or snapshot (dedup-offline) ----
+
+  // The entry at `index` of the L2 table at host offset `l2_offset`.
+  Result<L2Entry> table_entry(uint64_t l2_offset, uint64_t index);
+  // Rewrites entry `index` of the L2 table at `l2_offset`, which `table_refs`
+  // L1 entries (active and snapshot ones) point at, to `e`, in place: the
+  // table is not copied, so the change shows through all of those L1 entries.
+  // The clusters `e` maps gain `table_refs` references now (in the refcount
+  // cache, written before the table); those the old entry mapped lose them
+  // once the table is on disk (flush()). For changes that keep the guest's
+  // view (both entries read the same bytes). `e` must not carry COPIED: it is
+  // for entries whose cluster is or becomes shared, or that map no cluster.
+  Status remap_entry(uint64_t l2_offset, uint64_t index, const L2Entry& e, uint64_t table_refs);
+  // Clears COPIED on one entry, before its cluster gains references: flush()
+  // writes such a change ahead of every refcount increase.
+  Status clear_copied(uint64_t l2_offset, uint64_t index);
+
+  // Flushes, then gives the bytes of those of `clusters` whose refcount is 0
+  // on disk (referenced by nothing) back to the file system, in runs of
+  // adjacent clusters. Returns how many clusters it punched.
+  Result<uint64_t> punch_free_clusters(std::vector<uint64_t> clusters);
+  // Flushes, then cuts the trailing clusters whose refcount is 0 off the file.
+  // Returns the bytes cut.
+  Result<uint64_t> truncate_free_tail();
+
   // Puts everything on disk in crash-safe order.
   Status flush();
   // Flushes and sets COPIED on entries whose cluster became owned again.
@@ -102,7 +136,7 @@ class Image : public BlockDevice {
     bool dirty = false;
   };
 
-  Image(std::unique_ptr<io::File> file, Header header, bool writable);
+  Image(std::unique_ptr<io::File> file, Header header, const ImageOptions& options);
   Status load(uint64_t file_size);
   Result<L2Table*> load_l2(uint64_t l2_offset);
   // Returns the active L2 table for `guest_cluster`, allocating it or copying
@@ -113,7 +147,9 @@ class Image : public BlockDevice {
   // Replaces the entry of `guest_cluster`, scheduling the release of the
   // clusters the old entry held.
   Status replace_entry(uint64_t guest_cluster, const L2Entry& e);
-  Status release_clusters(const L2Entry& old);
+  Status release_clusters(const L2Entry& old, uint64_t count = 1);
+  // Adds `count` references to every host cluster `e` maps.
+  Status reference_clusters(const L2Entry& e, uint64_t count);
   Result<uint64_t> effective_refcount(uint64_t host_cluster);
   Status read_cluster_part(uint64_t guest_cluster, uint64_t in_cluster,
                            std::span<uint8_t> out);
@@ -128,6 +164,7 @@ class Image : public BlockDevice {
   Header header_;
   Geometry g_;
   bool writable_;
+  uint64_t keep_autoclear_ = 0;
   bool write_started_ = false;
   bool refcounts_loaded_ = false;
   bool audit_copied_ = false;

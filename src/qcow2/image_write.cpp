@@ -10,13 +10,16 @@ namespace qdedup::qcow2 {
 
 // Before the first change: clear autoclear bits this build does not maintain
 // (the spec requires it; QEMU does it at open). qdedup does not update
-// bitmaps, so the bitmaps bit goes too and QEMU will treat them as stale.
+// bitmaps, so the bitmaps bit goes too and QEMU will treat them as stale,
+// unless the job keeps every guest byte (ImageOptions::keep_autoclear).
 Status Image::begin_write() {
   if (!writable_) return invalid_argument("image is open read-only");
   if (write_started_) return Status::ok();
-  if (header_.version >= 3 && header_.autoclear_features != 0) {
-    header_.autoclear_features = 0;
-    uint8_t b[8] = {};
+  const uint64_t kept = header_.autoclear_features & keep_autoclear_;
+  if (header_.version >= 3 && header_.autoclear_features != kept) {
+    header_.autoclear_features = kept;
+    uint8_t b[8];
+    store_be64(b, kept);
     QD_TRY(file_->pwrite(kOffAutoclearFeatures, b));
     QD_TRY(file_->flush());
   }
@@ -72,26 +75,79 @@ Result<Image::L2Table*> Image::writable_l2(uint64_t guest_cluster) {
   return table;
 }
 
-Status Image::release_clusters(const L2Entry& old) {
-  switch (old.type(g_)) {
+namespace {
+
+// The host clusters an entry holds references to: [first, last], or none.
+struct HeldClusters {
+  uint64_t first = 1, last = 0;
+  bool empty() const { return first > last; }
+};
+
+Result<HeldClusters> held_clusters(const Geometry& g, const L2Entry& e) {
+  switch (e.type(g)) {
     case ClusterType::kNormal:
     case ClusterType::kZeroAlloc:
-      pending_release_[old.host_offset() >> g_.cluster_bits] += 1;
-      maybe_owned_.insert(old.host_offset() >> g_.cluster_bits);
-      return Status::ok();
+      return HeldClusters{e.host_offset() >> g.cluster_bits, e.host_offset() >> g.cluster_bits};
     case ClusterType::kCompressed: {
-      CompressedRange r = compressed_range(g_, old);
+      CompressedRange r = compressed_range(g, e);
       if (r.length == 0 || r.offset + r.length > kMaxFileOffset) {
-        return corruption("compressed cluster descriptor " + hex(old.word) + " out of range");
+        return corruption("compressed cluster descriptor " + hex(e.word) + " out of range");
       }
-      uint64_t first = r.offset >> g_.cluster_bits;
-      uint64_t last = (r.offset + r.length - 1) >> g_.cluster_bits;
-      for (uint64_t c = first; c <= last; ++c) pending_release_[c] += 1;
-      return Status::ok();
+      return HeldClusters{r.offset >> g.cluster_bits, (r.offset + r.length - 1) >> g.cluster_bits};
     }
     default:
-      return Status::ok();
+      return HeldClusters{};
   }
+}
+
+}  // namespace
+
+Status Image::release_clusters(const L2Entry& old, uint64_t count) {
+  QD_ASSIGN_OR_RETURN(HeldClusters held, held_clusters(g_, old));
+  for (uint64_t c = held.first; !held.empty() && c <= held.last; ++c) {
+    pending_release_[c] += count;
+    if (!old.compressed()) maybe_owned_.insert(c);
+  }
+  return Status::ok();
+}
+
+Status Image::reference_clusters(const L2Entry& e, uint64_t count) {
+  QD_ASSIGN_OR_RETURN(HeldClusters held, held_clusters(g_, e));
+  for (uint64_t c = held.first; !held.empty() && c <= held.last; ++c) {
+    QD_TRY(refcounts_.add(c, static_cast<int64_t>(count)));
+  }
+  return Status::ok();
+}
+
+Result<L2Entry> Image::table_entry(uint64_t l2_offset, uint64_t index) {
+  if (index >= g_.l2_entries) return invalid_argument("L2 index out of range");
+  QD_ASSIGN_OR_RETURN(L2Table * t, load_l2(l2_offset));
+  return entry_at(*t, index);
+}
+
+Status Image::remap_entry(uint64_t l2_offset, uint64_t index, const L2Entry& e,
+                          uint64_t table_refs) {
+  if (index >= g_.l2_entries) return invalid_argument("L2 index out of range");
+  if (e.copied()) return invalid_argument("a remapped entry may not carry COPIED");
+  if (table_refs == 0) return invalid_argument("a remapped table has references");
+  QD_TRY(begin_write());
+  QD_ASSIGN_OR_RETURN(L2Table * t, load_l2(l2_offset));
+  const L2Entry old = entry_at(*t, index);
+  if (old.word == e.word && old.bitmap == e.bitmap) return Status::ok();
+  QD_TRY(reference_clusters(e, table_refs));
+  store_entry(*t, index, e);
+  return release_clusters(old, table_refs);
+}
+
+Status Image::clear_copied(uint64_t l2_offset, uint64_t index) {
+  if (index >= g_.l2_entries) return invalid_argument("L2 index out of range");
+  QD_TRY(begin_write());
+  QD_ASSIGN_OR_RETURN(L2Table * t, load_l2(l2_offset));
+  L2Entry e = entry_at(*t, index);
+  if (!e.copied()) return Status::ok();
+  e.word &= ~kOflagCopied;
+  store_entry(*t, index, e);
+  return Status::ok();
 }
 
 Status Image::replace_entry(uint64_t guest_cluster, const L2Entry& e) {
@@ -371,6 +427,53 @@ Status Image::set_autoclear(uint64_t bits) {
   store_be64(b, header_.autoclear_features);
   QD_TRY(file_->pwrite(kOffAutoclearFeatures, b));
   return file_->flush();
+}
+
+Result<uint64_t> Image::punch_free_clusters(std::vector<uint64_t> clusters) {
+  if (!writable_) return invalid_argument("image is open read-only");
+  QD_TRY(flush());
+  std::sort(clusters.begin(), clusters.end());
+  clusters.erase(std::unique(clusters.begin(), clusters.end()), clusters.end());
+  uint64_t punched = 0, run_start = 0, run_len = 0;
+  auto punch_run = [&]() -> Status {
+    if (run_len == 0) return Status::ok();
+    QD_TRY(file_->punch_hole(run_start << g_.cluster_bits, run_len << g_.cluster_bits));
+    punched += run_len;
+    run_len = 0;
+    return Status::ok();
+  };
+  for (uint64_t c : clusters) {
+    if (c == 0) continue;  // the header is never free
+    QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(c));
+    if (rc != 0) continue;
+    if (run_len != 0 && run_start + run_len == c) {
+      ++run_len;
+      continue;
+    }
+    QD_TRY(punch_run());
+    run_start = c;
+    run_len = 1;
+  }
+  QD_TRY(punch_run());
+  return punched;
+}
+
+Result<uint64_t> Image::truncate_free_tail() {
+  if (!writable_) return invalid_argument("image is open read-only");
+  QD_TRY(flush());
+  QD_ASSIGN_OR_RETURN(uint64_t size, file_->size());
+  uint64_t end = (size + g_.cluster_size - 1) >> g_.cluster_bits;  // clusters
+  uint64_t keep = end;
+  while (keep > 1) {
+    QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(keep - 1));
+    if (rc != 0) break;
+    --keep;
+  }
+  const uint64_t new_size = keep << g_.cluster_bits;
+  if (new_size >= size) return uint64_t{0};
+  QD_TRY(file_->truncate(new_size));
+  QD_TRY(file_->flush());
+  return size - new_size;
 }
 
 Result<uint64_t> Image::end_of_file_cluster() {

@@ -1,0 +1,290 @@
+#include "dedup/offline.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "qcow2/walk.h"
+
+namespace qdedup::dedup {
+
+namespace {
+
+using qcow2::ClusterType;
+using qcow2::L2Entry;
+using qcow2::L2EntryVisit;
+using qcow2::L2TableVisit;
+
+// Clusters are read and hashed in batches of about this size.
+constexpr uint64_t kBatchBytes = 8ull << 20;
+
+class Deduplicator {
+ public:
+  Deduplicator(qcow2::Image& image, hash::HashPool& pool, DedupIndex& index,
+               const OfflineOptions& o)
+      : image_(image),
+        g_(image.geometry()),
+        pool_(pool),
+        index_(index),
+        o_(o),
+        zeros_allowed_(g_.version >= 3 || !image.header().has_backing()),
+        start_(std::chrono::steady_clock::now()) {}
+
+  Result<OfflineStats> run() {
+    Status st = qcow2::walk_l2_tables(
+        image_, [this](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+          return visit(t, entries);
+        });
+    if (!st && !stats_.interrupted) return st;
+    if (o_.apply) QD_TRY(put_on_disk());
+    return stats_;
+  }
+
+ private:
+  // A data cluster met for the first time, to be read and hashed.
+  struct Pending {
+    uint64_t cluster = 0;  // host cluster index
+    uint64_t refcount = 0;
+    uint64_t owner = 0;    // see owner_of()
+  };
+  // Where the references to a merged copy or a dropped zero cluster go.
+  struct Remap {
+    L2Entry target;
+    uint64_t remaining = 0;  // references not repointed yet
+  };
+
+  // A data entry: a whole allocated cluster (every subcluster allocated).
+  bool is_data(const L2EntryVisit& v) const {
+    if (v.type != ClusterType::kNormal) return false;
+    return !g_.extended_l2 || v.entry.bitmap == qcow2::kBitmapAllAllocated;
+  }
+
+  // The index owner of entry `i` of `t`: its guest cluster when the active L1
+  // maps the table, else kOwnerNotActive with the entry's file offset.
+  uint64_t owner_of(const L2TableVisit& t, const L2EntryVisit& v) const {
+    if (t.referenced_by_active()) return t.references.front().first_guest_cluster(g_) + v.index;
+    return kOwnerNotActive | v.file_offset;
+  }
+
+  Status visit(const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+    if (o_.cancel && o_.cancel->load()) {
+      stats_.interrupted = true;
+      return io_error("interrupted");
+    }
+    std::vector<Pending> fresh;
+    for (const L2EntryVisit& v : entries) {
+      if (!is_data(v)) continue;
+      const uint64_t c = v.entry.host_offset() >> g_.cluster_bits;
+      if (remap_.count(c)) continue;
+      if (seen_.count(c)) {
+        if (t.referenced_by_active()) QD_TRY(adopt_owner(c, owner_of(t, v)));
+        continue;
+      }
+      QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(c));
+      if (rc > 1) seen_.insert(c);
+      fresh.push_back({c, rc, owner_of(t, v)});
+    }
+    const uint64_t per_batch = std::max<uint64_t>(kBatchBytes / g_.cluster_size, 1);
+    for (size_t at = 0; at < fresh.size(); at += per_batch) {
+      QD_TRY(hash_and_plan(std::span<const Pending>(fresh).subspan(
+          at, std::min<size_t>(per_batch, fresh.size() - at))));
+    }
+    QD_TRY(repoint(t, entries));
+    if (o_.progress) o_.progress(t.offset);
+    if (o_.apply && since_checkpoint_ >= o_.checkpoint_bytes) {
+      QD_TRY(put_on_disk());
+      since_checkpoint_ = 0;
+    }
+    return Status::ok();
+  }
+
+  // Reads `batch` (coalescing adjacent clusters), hashes it on the pool and
+  // plans each cluster in order.
+  Status hash_and_plan(std::span<const Pending> batch) {
+    const uint64_t cs = g_.cluster_size;
+    data_.resize(batch.size() * cs);
+    digests_.resize(batch.size() * pool_.digest_size());
+    skip_.assign(batch.size(), 0);
+    for (size_t i = 0; i < batch.size();) {
+      size_t j = i + 1;
+      while (j < batch.size() && batch[j].cluster == batch[j - 1].cluster + 1) ++j;
+      QD_TRY(image_.file().read_or_zero(batch[i].cluster * cs,
+                                        std::span<uint8_t>(data_.data() + i * cs, (j - i) * cs)));
+      throttle((j - i) * cs);
+      i = j;
+    }
+    pool_.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), batch.size() * cs), cs,
+                              digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      QD_TRY(plan(batch[i], digests_.data() + i * pool_.digest_size(),
+                  skip_[i] == hash::HashPool::kZeroChunk,
+                  std::span<const uint8_t>(data_.data() + i * cs, cs)));
+    }
+    return Status::ok();
+  }
+
+  Status plan(const Pending& p, const uint8_t* digest, bool zero, std::span<const uint8_t> data) {
+    ++stats_.data_clusters;
+    if (zero && zeros_allowed_) {
+      remap_[p.cluster] = {zero_entry(), p.refcount};
+      ++stats_.zero_clusters;
+      return Status::ok();
+    }
+    QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(digest));
+    if (!hit) return add_keeper(digest, p);
+    const uint64_t keeper = hit->host_offset >> g_.cluster_bits;
+    if (o_.verify) {
+      verify_.resize(g_.cluster_size);
+      QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
+      throttle(g_.cluster_size);
+      if (std::memcmp(verify_.data(), data.data(), data.size()) != 0) {
+        ++stats_.verify_mismatches;  // kept as it is, outside the index
+        return Status::ok();
+      }
+    }
+    auto planned = planned_.find(keeper);
+    uint64_t base = 0;
+    if (planned != planned_.end()) {
+      base = planned->second;
+    } else {
+      QD_ASSIGN_OR_RETURN(base, image_.refcount(keeper));
+    }
+    if (base + p.refcount > g_.refcount_max) {
+      ++stats_.cap_overflows;  // the copy keeps this content from now on
+      return add_keeper(digest, p);
+    }
+    if (base == 1 && o_.apply) QD_TRY(clear_owner_copied(hit->owner_guest_cluster));
+    planned_[keeper] = base + p.refcount;
+    L2Entry merged;
+    merged.word = hit->host_offset;  // shared: never COPIED
+    merged.bitmap = g_.extended_l2 ? qcow2::kBitmapAllAllocated : 0;
+    remap_[p.cluster] = {merged, p.refcount};
+    ++stats_.duplicate_clusters;
+    return Status::ok();
+  }
+
+  Status add_keeper(const uint8_t* digest, const Pending& p) {
+    QD_TRY(index_.insert(digest, p.cluster << g_.cluster_bits, p.owner));
+    if (p.owner & kOwnerNotActive) {
+      std::array<uint8_t, hash::kMaxDigestSize> h{};
+      std::memcpy(h.data(), digest, pool_.digest_size());
+      inactive_keepers_[p.cluster] = h;
+    }
+    return Status::ok();
+  }
+
+  // A keeper first met in a table only snapshots map gets an active owner
+  // when an active entry maps it.
+  Status adopt_owner(uint64_t keeper, uint64_t owner) {
+    auto it = inactive_keepers_.find(keeper);
+    if (it == inactive_keepers_.end()) return Status::ok();
+    QD_TRY(index_.insert(it->second.data(), keeper << g_.cluster_bits, owner));
+    inactive_keepers_.erase(it);
+    return Status::ok();
+  }
+
+  // The keeper's only entry loses COPIED before the keeper gains references.
+  Status clear_owner_copied(uint64_t owner) {
+    if (owner & kOwnerNotActive) {
+      const uint64_t off = owner & ~kOwnerNotActive;
+      const uint64_t table = off & ~(g_.cluster_size - 1);
+      return image_.clear_copied(table, (off - table) / g_.l2_entry_bytes);
+    }
+    const uint64_t l1i = g_.l1_index(owner);
+    if (l1i >= image_.l1_table().size()) return corruption("index owner beyond the L1 table");
+    const uint64_t table = image_.l1_table()[l1i] & qcow2::kL1eOffsetMask;
+    return image_.clear_copied(table, g_.l2_index(owner));
+  }
+
+  // Rewrites the entries of `t` that map a merged copy or a dropped cluster.
+  Status repoint(const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+    const uint64_t refs = t.reference_count();
+    for (const L2EntryVisit& v : entries) {
+      const uint64_t c = v.entry.host_offset() >> g_.cluster_bits;
+      L2Entry target;
+      if (is_data(v)) {
+        auto it = remap_.find(c);
+        if (it == remap_.end()) continue;
+        target = it->second.target;
+        it->second.remaining -= std::min(it->second.remaining, refs);
+        if (it->second.remaining == 0) {
+          released_.push_back(c);
+          remap_.erase(it);
+        }
+        if (target.host_offset() != 0 && t.referenced_by_active()) {
+          QD_TRY(adopt_owner(target.host_offset() >> g_.cluster_bits, owner_of(t, v)));
+        }
+      } else if (v.type == ClusterType::kZeroAlloc) {
+        QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(c));
+        if (rc != 1 || !zeros_allowed_) continue;  // shared: left as it is
+        target = zero_entry();
+        ++stats_.preallocated_zero;
+        released_.push_back(c);
+      } else {
+        continue;
+      }
+      ++stats_.entries_remapped;
+      if (o_.apply) QD_TRY(image_.remap_entry(t.offset, v.index, target, refs));
+    }
+    return Status::ok();
+  }
+
+  L2Entry zero_entry() const {
+    L2Entry z;
+    if (g_.extended_l2) {
+      z.bitmap = qcow2::kBitmapAllZero;
+    } else if (g_.version >= 3) {
+      z.word = qcow2::kOflagZero;
+    }
+    return z;
+  }
+
+  // Flushes in the write path's order and punches the clusters freed.
+  Status put_on_disk() {
+    QD_ASSIGN_OR_RETURN(uint64_t n, image_.punch_free_clusters(std::move(released_)));
+    stats_.clusters_punched += n;
+    released_.clear();
+    return Status::ok();
+  }
+
+  void throttle(uint64_t bytes) {
+    stats_.bytes_read += bytes;
+    since_checkpoint_ += bytes;
+    if (o_.max_read_rate == 0) return;
+    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(stats_.bytes_read) /
+                                                            static_cast<double>(o_.max_read_rate));
+    std::this_thread::sleep_until(due);
+  }
+
+  qcow2::Image& image_;
+  const qcow2::Geometry& g_;
+  hash::HashPool& pool_;
+  DedupIndex& index_;
+  const OfflineOptions& o_;
+  const bool zeros_allowed_;
+  const std::chrono::steady_clock::time_point start_;
+  OfflineStats stats_;
+  uint64_t since_checkpoint_ = 0;
+  std::unordered_map<uint64_t, Remap> remap_;        // by host cluster
+  std::unordered_set<uint64_t> seen_;                // met keepers with refcount > 1
+  std::unordered_map<uint64_t, uint64_t> planned_;   // keeper -> refcount once merged
+  std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
+  std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
+  std::vector<uint8_t> data_, digests_, skip_, verify_;
+};
+
+}  // namespace
+
+Result<OfflineStats> dedup_in_place(qcow2::Image& image, hash::HashPool& pool, DedupIndex& index,
+                                    const OfflineOptions& options) {
+  if (index.size() != 0) return invalid_argument("dedup_in_place needs an empty index");
+  Deduplicator d(image, pool, index, options);
+  return d.run();
+}
+
+}  // namespace qdedup::dedup

@@ -1,0 +1,68 @@
+// Deduplication of an existing image in place (docs/format.md, section 7):
+// one walk over every L2 table (active and snapshots), hashing each data
+// cluster once, merging copies onto the first cluster of each content (the
+// keeper) and dropping all-zero clusters, by repointing entries in place with
+// qcow2::Image::remap_entry. Nothing is allocated and no guest byte changes.
+//
+// The same walk makes the plan and applies it; with `apply` false (--dry-run)
+// the plan is made and counted but nothing is written, so the figures of a dry
+// run are what the real run frees.
+//
+// Memory: the index (dedup/index.h: at most 24 bytes per distinct content),
+// plus per host cluster shared by several tables one set entry, and per copy
+// whose references are not all repointed yet one map entry; one read batch.
+//
+// Thread safety: none (hashing runs on the pool's threads).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "dedup/index.h"
+#include "hash/hash_pool.h"
+#include "qcow2/image.h"
+
+namespace qdedup::dedup {
+
+struct OfflineOptions {
+  bool apply = true;           // false: plan and count only (the image may be read-only)
+  bool verify = false;         // compare bytes with the keeper's before merging
+  uint64_t max_read_rate = 0;  // bytes per second read from the image; 0: no cap
+  // Changes are put on disk (and freed clusters punched) every this many bytes read.
+  uint64_t checkpoint_bytes = 256ull << 20;
+  const std::atomic<bool>* cancel = nullptr;  // set: stop after the current table
+  // Called after each table with the host offset reached (tables are walked in
+  // increasing host offset, so this over the file size is the share done).
+  std::function<void(uint64_t host_offset)> progress;
+};
+
+struct OfflineStats {
+  uint64_t data_clusters = 0;       // distinct host data clusters met (hashed)
+  uint64_t duplicate_clusters = 0;  // copies merged into a keeper
+  uint64_t zero_clusters = 0;       // all-zero host clusters dropped
+  uint64_t preallocated_zero = 0;   // preallocated zero clusters made plain (host cluster freed)
+  uint64_t entries_remapped = 0;    // L2 entries rewritten (each counts once, shared or not)
+  uint64_t cap_overflows = 0;       // copies kept because the keeper reached the refcount cap
+  uint64_t verify_mismatches = 0;   // same hash, different bytes (dedup_verify=on)
+  uint64_t bytes_read = 0;
+  uint64_t clusters_punched = 0;    // freed clusters given back to the file system (apply)
+  bool interrupted = false;         // `cancel` stopped the walk
+
+  // Host clusters the plan frees.
+  uint64_t clusters_freed() const { return duplicate_clusters + zero_clusters + preallocated_zero; }
+  uint64_t data_clusters_after() const {
+    return data_clusters - duplicate_clusters - zero_clusters;
+  }
+};
+
+// Runs over `image` (open writable unless !options.apply; checked clean and
+// without leaks by the caller, so that every stored refcount equals the
+// cluster's number of references). `index` must be empty; on return it holds
+// one entry per keeper (owner: an active guest cluster mapping it, or
+// kOwnerNotActive for keepers only snapshots map). With apply, every change is
+// flushed and the freed clusters punched before it returns.
+Result<OfflineStats> dedup_in_place(qcow2::Image& image, hash::HashPool& pool,
+                                    DedupIndex& index, const OfflineOptions& options);
+
+}  // namespace qdedup::dedup

@@ -1,0 +1,68 @@
+// `dedup-offline`: deduplicate existing qcow2 images in place, in a batch.
+//
+// Per image: lock it as a writer (a running QEMU makes that fail), refuse it
+// if it is marked corrupt or dirty or the check finds corruption, free its
+// leaks, then dedup::dedup_in_place (docs/format.md, section 7), give the
+// freed space back to the file system (holes, trailing clusters cut), and on
+// version 3 write the dedup index. Images fail one by one: the others are done.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "dedup/offline.h"
+#include "io/file_system.h"
+#include "util/status.h"
+
+namespace qdedup::ops {
+
+struct DedupOfflineJob {
+  std::vector<std::string> images;
+  std::string dedup;            // -o dedup=HASH; "": the image's own, else sha256
+  bool verify = false;          // -o dedup_verify=on
+  bool no_index = false;        // --no-index
+  bool dry_run = false;         // --dry-run: plan and report, write nothing
+  bool force_share = false;     // -U (with --dry-run only)
+  unsigned threads = 0;         // hashing threads; 0: all cores
+  unsigned jobs = 0;            // -j: images at once; 0: default
+  uint64_t max_read_rate = 0;   // --max-rate, bytes per second over the batch; 0: none
+  const std::atomic<bool>* cancel = nullptr;  // SIGINT/SIGTERM
+  // Called (from any of the job's threads, serialized) with bytes of the
+  // batch's files walked and their total.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+enum class ImageOutcome { kDone, kInterrupted, kFailed };
+
+struct DedupOfflineImage {
+  std::string file;
+  ImageOutcome outcome = ImageOutcome::kFailed;
+  std::string error;            // kFailed: one line, without the file name
+  bool dry_run = false;
+  std::string hash;
+  uint64_t cluster_size = 0;
+  dedup::OfflineStats stats;
+  uint64_t leaks_freed = 0;     // leaked clusters freed before the run
+  uint64_t file_size_before = 0, file_size_after = 0;
+  uint64_t allocated_before = 0, allocated_after = 0;  // `du`: bytes the file system holds
+  bool index_written = false;
+  uint64_t index_entries = 0;
+  std::string index_note;       // why no index was written, when one could have been
+  double seconds = 0;
+
+  uint64_t bytes_freed() const { return stats.clusters_freed() * cluster_size; }
+};
+
+struct DedupOfflineReport {
+  std::vector<DedupOfflineImage> images;  // in the order given
+  bool any_failed() const;
+  bool interrupted() const;
+};
+
+// Runs the batch; never fails as a whole (each image carries its outcome).
+DedupOfflineReport dedup_offline(io::FileSystem& fs, const DedupOfflineJob& job);
+
+}  // namespace qdedup::ops
