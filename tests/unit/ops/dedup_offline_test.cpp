@@ -1,0 +1,197 @@
+// ops::dedup_offline as a whole job on the memory file system, over an image
+// stock QEMU wrote: duplicates inside and across L2 tables, zero clusters
+// (written zeros and zero flags), compressed clusters, two internal snapshots
+// whose L2 tables are shared with the active state and with each other, and a
+// persistent dirty bitmap. The run, its dry run, and a crash at every write.
+#include "ops/dedup_offline.h"
+
+#include <catch2/catch.hpp>
+#include <vector>
+
+#include "io/faulty_file.h"
+#include "io/file_system.h"
+#include "qcow2/format.h"
+#include "support/refcheck.h"
+#include "util/endian.h"
+
+namespace qdedup::ops {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+using testsupport::read_guest_cluster;
+using testsupport::refcheck;
+
+constexpr uint64_t kCluster = 4096;
+constexpr uint64_t kGuestClusters = (4u << 20) / kCluster;
+// Distinct non-zero contents stored uncompressed: 0x11, 0x22, 0x33, 0x44, 0x55
+// (the compressed 0x33 clusters stay compressed).
+constexpr uint64_t kDistinctData = 5;
+
+// 4 MiB, 4 KiB clusters: two L2 tables. Snapshot s1 shares the second table
+// with s2 (the active state copied it when it wrote at 3M).
+Bytes qemu_image() {
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
+      "qemu-io -c 'write -P 0x11 0 16k' -c 'write -P 0x11 2M 16k' -c 'write -P 0x22 64k 8k' "
+      "-c 'write -z 128k 8k' -c 'write -P 0 192k 8k' -c 'write -c -P 0x33 256k 4k' "
+      "-c 'write -c -P 0x33 260k 4k' -c 'write -P 0x33 264k 4k' -c 'write -P 0x22 2100k 8k' "
+      "\"$IMG\" >/dev/null\n"
+      "qemu-img snapshot -c s1 \"$IMG\"\n"
+      "qemu-io -c 'write -P 0x44 0 4k' -c 'write -P 0x44 8k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-img snapshot -c s2 \"$IMG\"\n"
+      "qemu-io -c 'write -P 0x22 3M 8k' -c 'write -P 0x11 1M 4k' \"$IMG\" >/dev/null\n"
+      "qemu-img bitmap --add \"$IMG\" bm0\n"
+      "qemu-io -c 'write -P 0x55 512k 4k' -c 'write -P 0x11 520k 4k' \"$IMG\" >/dev/null\n");
+  INFO(made.status().message());
+  REQUIRE(made.is_ok());
+  return *made;
+}
+
+// The guest's view of the active state and of each snapshot, every cluster.
+std::vector<Bytes> guest_views(const Bytes& image) {
+  auto snaps = testsupport::list_snapshots(image);
+  REQUIRE(snaps.is_ok());
+  std::vector<Bytes> views(1 + snaps->size());
+  for (size_t v = 0; v < views.size(); ++v) {
+    std::optional<size_t> snap;
+    if (v > 0) snap = v - 1;
+    for (uint64_t gc = 0; gc < kGuestClusters; ++gc) {
+      auto c = read_guest_cluster(image, gc, snap);
+      INFO("view " << v << " guest cluster " << gc << ": " << c.status().message());
+      REQUIRE(c.is_ok());
+      views[v].insert(views[v].end(), c->begin(), c->end());
+    }
+  }
+  return views;
+}
+
+bool bitmaps_valid(const Bytes& image) {
+  return (load_be64(image.data() + qcow2::kOffAutoclearFeatures) & qcow2::kAutoclearBitmaps) != 0;
+}
+
+struct Run {
+  DedupOfflineReport report;
+  Bytes after;
+};
+
+Run run_on(const Bytes& image, bool dry_run) {
+  io::MemoryFileSystem fs;
+  fs.add_bytes("i.qcow2", image);
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.dry_run = dry_run;
+  job.threads = 1;
+  Run r{dedup_offline(fs, job), fs.bytes("i.qcow2")};
+  REQUIRE(r.report.images.size() == 1);
+  INFO(r.report.images[0].error);
+  REQUIRE(r.report.images[0].outcome == ImageOutcome::kDone);
+  return r;
+}
+
+TEST_CASE("dedup-offline merges duplicates in every table and keeps every view and the bitmap",
+          "[ops][dedup-offline]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes image = qemu_image();
+  REQUIRE(bitmaps_valid(image));
+  const std::vector<Bytes> before = guest_views(image);
+  REQUIRE(before.size() == 3);
+
+  Run dry = run_on(image, true);
+  const DedupOfflineImage& plan = dry.report.images[0];
+  CHECK(dry.after == image);  // a dry run writes nothing
+
+  Run real = run_on(image, false);
+  const DedupOfflineImage& done = real.report.images[0];
+  INFO(refcheck(real.after).summary());
+  CHECK(refcheck(real.after).clean());
+  auto qemu = testsupport::qemu_img_check(real.after);
+  REQUIRE(qemu.is_ok());
+  CHECK(*qemu == 0);
+  CHECK(guest_views(real.after) == before);
+  CHECK(bitmaps_valid(real.after));
+
+  CHECK(done.stats.data_clusters_after() == kDistinctData);
+  CHECK(done.stats.duplicate_clusters > 0);
+  CHECK(done.stats.zero_clusters == 2);  // the written zeros at 192k
+  CHECK(done.stats.cap_overflows == 0);
+  CHECK(done.index_written);
+  CHECK(done.index_entries == kDistinctData);
+  // The dry run's figures are the run's.
+  CHECK(plan.stats.data_clusters == done.stats.data_clusters);
+  CHECK(plan.stats.duplicate_clusters == done.stats.duplicate_clusters);
+  CHECK(plan.stats.zero_clusters == done.stats.zero_clusters);
+  CHECK(plan.stats.entries_remapped == done.stats.entries_remapped);
+  CHECK(done.stats.clusters_punched == done.stats.clusters_freed());
+  // Freed clusters are gone from the refcounts: what qemu-img check counts.
+  uint64_t used_before = 0, used_after = 0;
+  for (uint64_t rc : refcheck(image).stored) used_before += rc != 0;
+  for (uint64_t rc : refcheck(real.after).stored) used_after += rc != 0;
+  CHECK(used_before - used_after == done.stats.clusters_freed());
+
+  // A second run finds nothing left to merge.
+  Run again = run_on(real.after, false);
+  CHECK(again.report.images[0].stats.clusters_freed() == 0);
+  CHECK(again.report.images[0].stats.data_clusters == kDistinctData);
+  CHECK(guest_views(again.after) == before);
+}
+
+TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a rerun finishes",
+          "[ops][dedup-offline][crash]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes image = qemu_image();
+  const std::vector<Bytes> before = guest_views(image);
+  auto run = [&](std::optional<uint64_t> crash_after) {
+    io::MemoryFileSystem fs;
+    auto f = std::make_unique<io::FaultyFile>(image, "i.qcow2");
+    if (crash_after) f->crash_after_writes(*crash_after);
+    io::FaultyFile* faulty = f.get();
+    fs.add("i.qcow2", std::move(f));
+    DedupOfflineJob job;
+    job.images = {"i.qcow2"};
+    job.threads = 1;
+    DedupOfflineReport r = dedup_offline(fs, job);
+    struct Out {
+      DedupOfflineImage result;
+      uint64_t writes;
+      std::vector<Bytes> states;
+    } out{r.images[0], faulty->writes(), faulty->distinct_crash_states()};
+    return out;
+  };
+  auto clean = run(std::nullopt);
+  INFO(clean.result.error);
+  REQUIRE(clean.result.outcome == ImageOutcome::kDone);
+  REQUIRE(clean.writes > 4);
+
+  uint64_t states = 0;
+  for (uint64_t n = 0; n < clean.writes; ++n) {
+    auto crashed = run(n);
+    REQUIRE(crashed.result.outcome == ImageOutcome::kFailed);
+    for (const Bytes& b : crashed.states) {
+      ++states;
+      INFO("crash after write " << n << " of " << clean.writes);
+      auto rc = refcheck(b);
+      INFO(rc.summary());
+      REQUIRE(rc.consistent());
+      REQUIRE(guest_views(b) == before);
+      REQUIRE(bitmaps_valid(b));
+      auto qemu = testsupport::qemu_img_check(b);
+      REQUIRE(qemu.is_ok());
+      REQUIRE((*qemu == 0 || *qemu == 3));  // clean, or leaks only
+      // The rerun frees the leaks and completes the deduplication.
+      Run rerun = run_on(b, false);
+      CHECK(rerun.report.images[0].stats.data_clusters_after() == kDistinctData);
+      CHECK(refcheck(rerun.after).clean());
+      REQUIRE(guest_views(rerun.after) == before);
+    }
+  }
+  CHECK(states >= clean.writes);
+}
+
+}  // namespace
+}  // namespace qdedup::ops
