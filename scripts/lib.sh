@@ -11,6 +11,9 @@ QDEDUP_PACKAGES=(
   libcli11-dev libspdlog-dev nlohmann-json3-dev catch2
   libssl-dev zlib1g-dev libzstd-dev libxxhash-dev
   qemu-utils jq python3 botan xxhash
+  # dedup-offline's interop test reads persistent bitmaps back through qemu-nbd (qemu-utils)
+  # with nbdinfo --map.
+  libnbd-bin
   # The fuzz build (scripts/fuzz.sh): clang++ with libFuzzer and the sanitizer runtimes
   # (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable crash stacks.
   clang libclang-rt-14-dev llvm
