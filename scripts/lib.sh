@@ -14,6 +14,8 @@ QDEDUP_PACKAGES=(
   # dedup-offline's interop test reads persistent bitmaps back through qemu-nbd (qemu-utils)
   # with nbdinfo --map.
   libnbd-bin
+  # scripts/bench-dedup-offline.sh compares with duperemove and takes peak RSS from GNU time.
+  duperemove time
   # The fuzz build (scripts/fuzz.sh): clang++ with libFuzzer and the sanitizer runtimes
   # (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable crash stacks.
   clang libclang-rt-14-dev llvm

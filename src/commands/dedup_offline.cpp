@@ -80,6 +80,8 @@ nlohmann::ordered_json image_json(const ops::DedupOfflineImage& i) {
   j["index-written"] = i.index_written;
   j["index-entries"] = i.index_entries;
   if (!i.index_note.empty()) j["index-note"] = to_valid_utf8(i.index_note);
+  j["resumed"] = i.resumed;
+  if (!i.resume_note.empty()) j["resume-note"] = to_valid_utf8(i.resume_note);
   j["seconds"] = i.seconds;
   return j;
 }
@@ -169,8 +171,12 @@ void render_human(const ops::DedupOfflineReport& r, bool dry_run) {
     char t[64];
     std::snprintf(t, sizeof t, "; %.2f s", i.seconds);
     line += t;
+    if (i.resumed) line += " (resumed an interrupted run: figures are this run's)";
     if (i.outcome == ops::ImageOutcome::kInterrupted) line += " (interrupted: run again to finish)";
     std::printf("%s\n", line.c_str());
+    if (!i.resume_note.empty()) {
+      std::printf("%s: %s\n", escape_for_display(i.file).c_str(), escape_for_display(i.resume_note).c_str());
+    }
     if (!i.index_note.empty()) {
       std::printf("%s: no dedup index written: %s\n", escape_for_display(i.file).c_str(),
                   escape_for_display(i.index_note).c_str());

@@ -35,13 +35,64 @@ class Deduplicator {
         zeros_allowed_(g_.version >= 3 || !image.header().has_backing()),
         start_(std::chrono::steady_clock::now()) {}
 
-  Result<OfflineStats> run() {
+  // Keepers of an interrupted run: met already.
+  Status adopt_resumed_keepers() {
+    return index_.for_each_sorted([this](const uint8_t* hash, const IndexEntry& e) -> Status {
+      const uint64_t c = e.host_offset >> g_.cluster_bits;
+      seen_.insert(c);
+      if (e.owner_guest_cluster & kOwnerNotActive) {
+        std::array<uint8_t, hash::kMaxDigestSize> h{};
+        std::memcpy(h.data(), hash, pool_.digest_size());
+        inactive_keepers_[c] = h;
+      }
+      return Status::ok();
+    });
+  }
+
+  // Copies the interrupted run had merged but not fully repointed: their
+  // refcount is now the number of references left, all in tables not done.
+  Status adopt_pending() {
+    for (const PendingRemap& p : o_.resume_pending) {
+      QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(p.cluster));
+      if (rc == 0) continue;
+      seen_.insert(p.cluster);
+      if (p.target_offset == 0) {
+        remap_[p.cluster] = {zero_entry(), rc};
+        continue;
+      }
+      const uint64_t keeper = p.target_offset >> g_.cluster_bits;
+      uint64_t base = 0;
+      if (auto it = planned_.find(keeper); it != planned_.end()) {
+        base = it->second;
+      } else {
+        QD_ASSIGN_OR_RETURN(base, image_.refcount(keeper));
+      }
+      planned_[keeper] = base + rc;
+      remap_[p.cluster] = {merged_entry(p.target_offset), rc};
+    }
+    return Status::ok();
+  }
+
+  std::vector<PendingRemap> pending() const {
+    std::vector<PendingRemap> out;
+    out.reserve(remap_.size());
+    for (const auto& [c, r] : remap_) out.push_back({c, r.target.host_offset()});
+    std::sort(out.begin(), out.end(),
+              [](const PendingRemap& a, const PendingRemap& b) { return a.cluster < b.cluster; });
+    return out;
+  }
+
+  Result<OfflineStats> run(std::vector<PendingRemap>* pending_out) {
+    if (index_.size() != 0) QD_TRY(adopt_resumed_keepers());
+    QD_TRY(adopt_pending());
+    stats_.cursor = o_.resume_cursor;
     Status st = qcow2::walk_l2_tables(
         image_, [this](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
           return visit(t, entries);
         });
     if (!st && !stats_.interrupted) return st;
     if (o_.apply) QD_TRY(put_on_disk());
+    if (pending_out) *pending_out = pending();
     return stats_;
   }
 
@@ -76,6 +127,7 @@ class Deduplicator {
       stats_.interrupted = true;
       return io_error("interrupted");
     }
+    if (t.offset < o_.resume_cursor) return Status::ok();  // done before the interruption
     std::vector<Pending> fresh;
     for (const L2EntryVisit& v : entries) {
       if (!is_data(v)) continue;
@@ -95,9 +147,12 @@ class Deduplicator {
           at, std::min<size_t>(per_batch, fresh.size() - at))));
     }
     QD_TRY(repoint(t, entries));
+    stats_.cursor = t.offset + 1;
     if (o_.progress) o_.progress(t.offset);
-    if (o_.apply && since_checkpoint_ >= o_.checkpoint_bytes) {
+    const uint64_t index_bytes = index_.size() * (index_.hash_size() + 16);
+    if (o_.apply && since_checkpoint_ >= std::max(o_.checkpoint_bytes, 16 * index_bytes)) {
       QD_TRY(put_on_disk());
+      if (o_.checkpoint) QD_TRY(o_.checkpoint(stats_.cursor, pending()));
       since_checkpoint_ = 0;
     }
     return Status::ok();
@@ -138,6 +193,7 @@ class Deduplicator {
     QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(digest));
     if (!hit) return add_keeper(digest, p);
     const uint64_t keeper = hit->host_offset >> g_.cluster_bits;
+    if (keeper == p.cluster) return Status::ok();  // a keeper of the interrupted run
     if (o_.verify) {
       verify_.resize(g_.cluster_size);
       QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
@@ -160,10 +216,7 @@ class Deduplicator {
     }
     if (base == 1 && o_.apply) QD_TRY(clear_owner_copied(hit->owner_guest_cluster));
     planned_[keeper] = base + p.refcount;
-    L2Entry merged;
-    merged.word = hit->host_offset;  // shared: never COPIED
-    merged.bitmap = g_.extended_l2 ? qcow2::kBitmapAllAllocated : 0;
-    remap_[p.cluster] = {merged, p.refcount};
+    remap_[p.cluster] = {merged_entry(hit->host_offset), p.refcount};
     ++stats_.duplicate_clusters;
     return Status::ok();
   }
@@ -234,6 +287,13 @@ class Deduplicator {
     return Status::ok();
   }
 
+  L2Entry merged_entry(uint64_t keeper_offset) const {
+    L2Entry merged;
+    merged.word = keeper_offset;  // shared: never COPIED
+    merged.bitmap = g_.extended_l2 ? qcow2::kBitmapAllAllocated : 0;
+    return merged;
+  }
+
   L2Entry zero_entry() const {
     L2Entry z;
     if (g_.extended_l2) {
@@ -281,10 +341,13 @@ class Deduplicator {
 }  // namespace
 
 Result<OfflineStats> dedup_in_place(qcow2::Image& image, hash::HashPool& pool, DedupIndex& index,
-                                    const OfflineOptions& options) {
-  if (index.size() != 0) return invalid_argument("dedup_in_place needs an empty index");
+                                    const OfflineOptions& options,
+                                    std::vector<PendingRemap>* pending_out) {
+  if (index.size() != 0 && options.resume_cursor == 0) {
+    return invalid_argument("dedup_in_place needs an empty index unless it resumes");
+  }
   Deduplicator d(image, pool, index, options);
-  return d.run();
+  return d.run(pending_out);
 }
 
 }  // namespace qdedup::dedup

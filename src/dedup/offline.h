@@ -18,12 +18,20 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "dedup/index.h"
 #include "hash/hash_pool.h"
 #include "qcow2/image.h"
 
 namespace qdedup::dedup {
+
+// A copy whose references are being repointed: to the keeper at
+// `target_offset`, or (0) to a zero cluster.
+struct PendingRemap {
+  uint64_t cluster = 0;  // host cluster index of the copy
+  uint64_t target_offset = 0;
+};
 
 struct OfflineOptions {
   bool apply = true;           // false: plan and count only (the image may be read-only)
@@ -32,6 +40,15 @@ struct OfflineOptions {
   // Changes are put on disk (and freed clusters punched) every this many bytes read.
   uint64_t checkpoint_bytes = 256ull << 20;
   const std::atomic<bool>* cancel = nullptr;  // set: stop after the current table
+  // Resuming (docs/format.md, 7): the walk skips the L2 tables below this host
+  // offset, done by the interrupted run, whose keepers `index` then holds.
+  uint64_t resume_cursor = 0;
+  std::vector<PendingRemap> resume_pending;  // the interrupted run's pending copies
+  // Called at each checkpoint, once the changes are on disk, with the cursor
+  // to resume from and the copies whose references are not all repointed
+  // yet; it records progress (write_resume_record). A checkpoint comes after
+  // checkpoint_bytes read, or 16 times the index's bytes if more.
+  std::function<Status(uint64_t cursor, const std::vector<PendingRemap>& pending)> checkpoint;
   // Called after each table with the host offset reached (tables are walked in
   // increasing host offset, so this over the file size is the share done).
   std::function<void(uint64_t host_offset)> progress;
@@ -48,6 +65,7 @@ struct OfflineStats {
   uint64_t bytes_read = 0;
   uint64_t clusters_punched = 0;    // freed clusters given back to the file system (apply)
   bool interrupted = false;         // `cancel` stopped the walk
+  uint64_t cursor = 0;              // where a rerun resumes: tables below are done
 
   // Host clusters the plan frees.
   uint64_t clusters_freed() const { return duplicate_clusters + zero_clusters + preallocated_zero; }
@@ -58,11 +76,15 @@ struct OfflineStats {
 
 // Runs over `image` (open writable unless !options.apply; checked clean and
 // without leaks by the caller, so that every stored refcount equals the
-// cluster's number of references). `index` must be empty; on return it holds
+// cluster's number of references). `index` is empty, or holds the keepers of
+// an interrupted run (with options.resume_cursor); on return it holds
 // one entry per keeper (owner: an active guest cluster mapping it, or
 // kOwnerNotActive for keepers only snapshots map). With apply, every change is
 // flushed and the freed clusters punched before it returns.
+// `pending_out` (optional) receives the copies still pending at the end (for
+// the progress record of an interrupted run).
 Result<OfflineStats> dedup_in_place(qcow2::Image& image, hash::HashPool& pool,
-                                    DedupIndex& index, const OfflineOptions& options);
+                                    DedupIndex& index, const OfflineOptions& options,
+                                    std::vector<PendingRemap>* pending_out = nullptr);
 
 }  // namespace qdedup::dedup

@@ -10,6 +10,7 @@
 
 #include "dedup/dedup_writer.h"
 #include "dedup/extension.h"
+#include "dedup/resume.h"
 #include "io/file_ref.h"
 #include "qcow2/chain.h"
 #include "qcow2/check.h"
@@ -82,7 +83,9 @@ unsigned batch_threads(const DedupOfflineJob& job) {
 }
 
 // Refuses what dedup-offline must not touch, before anything is written.
-Status admit(const qcow2::Header& h, const qcow2::CheckCounts& counts) {
+// Leaks and missing COPIED flags on clusters with refcount 1 are not refused:
+// the leak repair mends both first.
+Status admit(const qcow2::Header& h, const qcow2::CheckCounts& counts, uint64_t copied_missing) {
   if (h.incompatible_features & qcow2::kIncompatCorrupt) {
     return corruption("the image is marked corrupt; repair it with 'qdedup check -r all' first");
   }
@@ -94,7 +97,7 @@ Status admit(const qcow2::Header& h, const qcow2::CheckCounts& counts) {
     return unsupported("refcount_bits=1 leaves no room to share a cluster; "
                        "'qemu-img amend -o refcount_bits=16' makes deduplication possible");
   }
-  if (counts.corruptions || counts.check_errors) {
+  if (counts.corruptions > copied_missing || counts.check_errors) {
     return corruption("the check finds " + std::to_string(counts.corruptions) +
                       " corruptions and " + std::to_string(counts.check_errors) +
                       " errors; image left unchanged (see 'qdedup check', repair with -r all)");
@@ -113,7 +116,8 @@ class ImageRun {
     QD_TRY(check_and_free_leaks());
     QD_ASSIGN_OR_RETURN(image_, qcow2::Image::open(std::make_unique<io::FileRef>(*file_),
                                                    {.writable = !job_.dry_run,
-                                                    .keep_autoclear = qcow2::kAutoclearBitmaps}));
+                                                    .keep_autoclear = qcow2::kAutoclearBitmaps |
+                                                                      dedup::kAutoclearResume}));
     out_.cluster_size = image_->geometry().cluster_size;
     QD_TRY(deduplicate());
     if (!job_.dry_run) QD_TRY(finish());
@@ -141,8 +145,8 @@ class ImageRun {
 
   Status check_and_free_leaks() {
     QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis an, qcow2::analyse_image(*file_, {}));
-    QD_TRY(admit(an.header, an.counts));
-    if (an.counts.leaks == 0) return Status::ok();
+    QD_TRY(admit(an.header, an.counts, an.copied_missing));
+    if (an.counts.leaks == 0 && an.counts.corruptions == 0) return Status::ok();
     if (job_.dry_run) {
       out_.leaks_freed = an.counts.leaks;  // what the run would free first
       return Status::ok();
@@ -168,29 +172,68 @@ class ImageRun {
     hash::HashPool& pool = batch_.pool(choice.algorithm);
     QD_ASSIGN_OR_RETURN(auto scratch, batch_.open_scratch(io::directory_of(out_.file)));
     const bool with_index = !job_.dry_run && !job_.no_index && image_->header().version >= 3;
+    algorithm_ = choice.algorithm;
     if (!job_.dry_run) QD_TRY(image_->start_writing());  // the old index is stale from here on
     dedup::OfflineOptions oo;
+    if (!job_.dry_run) {
+      oo.checkpoint = [this](uint64_t cursor, const std::vector<dedup::PendingRemap>& pending) {
+        return dedup::write_resume_record(*image_, *index_, algorithm_, cursor, pending);
+      };
+      if (job_.checkpoint_bytes) oo.checkpoint_bytes = job_.checkpoint_bytes;
+    }
     oo.apply = !job_.dry_run;
     oo.verify = choice.verify;
     oo.max_read_rate = job_.max_read_rate ? std::max<uint64_t>(job_.max_read_rate / batch_threads(job_), 1) : 0;
     oo.cancel = job_.cancel;
     oo.progress = [this](uint64_t at) { batch_.progress(slot_, at); };
-    if (with_index) {
-      dedup::DedupConfig config{choice.algorithm, choice.verify, existing ? existing->refcount_cap : 0};
-      writer_ = std::make_unique<dedup::DedupWriter>(*image_, config, std::move(scratch));
-      if (existing) writer_->set_counters(existing->counters);
-      QD_ASSIGN_OR_RETURN(out_.stats, dedup::dedup_in_place(*image_, pool, writer_->mutable_index(), oo));
-    } else {
-      dedup::DedupIndex index(std::move(scratch), pool.digest_size());
-      QD_ASSIGN_OR_RETURN(out_.stats, dedup::dedup_in_place(*image_, pool, index, oo));
-    }
+    dedup::DedupConfig config{choice.algorithm, choice.verify, existing ? existing->refcount_cap : 0};
+    auto make_index = [&](std::unique_ptr<io::File> f) {
+      if (with_index) {
+        writer_ = std::make_unique<dedup::DedupWriter>(*image_, config, std::move(f));
+        if (existing) writer_->set_counters(existing->counters);
+        index_ = &writer_->mutable_index();
+      } else {
+        plain_index_ = std::make_unique<dedup::DedupIndex>(std::move(f), pool.digest_size());
+        index_ = plain_index_.get();
+      }
+    };
+    make_index(std::move(scratch));
+    if (!job_.dry_run) QD_TRY(resume(make_index, oo));
+    QD_ASSIGN_OR_RETURN(out_.stats, dedup::dedup_in_place(*image_, pool, *index_, oo, &pending_));
     batch_.progress(slot_, out_.file_size_before);
     return Status::ok();
   }
 
-  // Closes the write path, cuts the free tail, writes the index.
+  // Picks up the progress record of an interrupted run, if it is usable.
+  template <typename MakeIndex>
+  Status resume(const MakeIndex& make_index, dedup::OfflineOptions& oo) {
+    auto record = dedup::find_resume_record(image_->header());
+    if (!record || !record->has_value()) return Status::ok();
+    const dedup::ResumeRecord& r = **record;
+    Status st = r.index.hash_algorithm == static_cast<uint32_t>(algorithm_)
+                    ? dedup::load_resume_index(*image_, r, *index_, oo.resume_pending)
+                    : invalid_argument("the interrupted run used another hash");
+    if (st) {
+      oo.resume_cursor = r.cursor;
+      out_.resumed = true;
+      return Status::ok();
+    }
+    oo.resume_pending.clear();
+    out_.resume_note = "progress record not used (" + st.message() + "): starting over";
+    QD_ASSIGN_OR_RETURN(auto scratch, batch_.open_scratch(io::directory_of(out_.file)));
+    make_index(std::move(scratch));
+    return Status::ok();
+  }
+
+  // Closes the write path, cuts the free tail, writes the index (or, when
+  // interrupted, the progress record).
   Status finish() {
     QD_TRY(image_->close());
+    if (out_.stats.interrupted) {
+      QD_TRY(image_->truncate_free_tail().status());
+      return dedup::write_resume_record(*image_, *index_, algorithm_, out_.stats.cursor, pending_);
+    }
+    QD_TRY(dedup::drop_resume_record(*image_));
     QD_TRY(image_->truncate_free_tail().status());
     if (!writer_) return Status::ok();
     dedup::DedupCounters c = writer_->counters();
@@ -219,6 +262,10 @@ class ImageRun {
   std::unique_ptr<io::File> file_;
   std::unique_ptr<qcow2::Image> image_;
   std::unique_ptr<dedup::DedupWriter> writer_;
+  std::unique_ptr<dedup::DedupIndex> plain_index_;
+  dedup::DedupIndex* index_ = nullptr;  // the writer's or the plain one
+  hash::HashAlgorithm algorithm_ = hash::HashAlgorithm::kSha256;
+  std::vector<dedup::PendingRemap> pending_;  // copies not fully repointed when interrupted
 };
 
 }  // namespace

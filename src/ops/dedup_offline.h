@@ -30,6 +30,7 @@ struct DedupOfflineJob {
   unsigned jobs = 0;            // -j: images at once; 0: default
   uint64_t max_read_rate = 0;   // --max-rate, bytes per second over the batch; 0: none
   const std::atomic<bool>* cancel = nullptr;  // SIGINT/SIGTERM
+  uint64_t checkpoint_bytes = 0;  // progress recorded every this many bytes read; 0: 256 MiB
   // Called (from any of the job's threads, serialized) with bytes of the
   // batch's files walked and their total.
   std::function<void(uint64_t done, uint64_t total)> progress;
@@ -51,6 +52,8 @@ struct DedupOfflineImage {
   bool index_written = false;
   uint64_t index_entries = 0;
   std::string index_note;       // why no index was written, when one could have been
+  bool resumed = false;         // continued an interrupted run from its progress record
+  std::string resume_note;      // why a progress record found was not used
   double seconds = 0;
 
   uint64_t bytes_freed() const { return stats.clusters_freed() * cluster_size; }

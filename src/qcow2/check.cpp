@@ -238,6 +238,7 @@ Status Analyser::check_copied() {
     std::optional<uint64_t> rc = a_.stored_refcount(file_, l2 >> g.cluster_bits);
     if (!rc) continue;
     if ((*rc == 1) != ((l1e & kOflagCopied) != 0)) {
+      if (*rc == 1) ++a_.copied_missing;
       corrupt("ERROR OFLAG_COPIED L2 cluster: l1_index=" + dec(i) + " l1_entry=" + hex_digits(l1e) +
               " refcount=" + dec(*rc));
     }
@@ -249,6 +250,7 @@ Status Analyser::check_copied() {
       std::optional<uint64_t> drc = a_.stored_refcount(file_, e.host_offset() >> g.cluster_bits);
       if (!drc) continue;
       if ((*drc == 1) != e.copied()) {
+        if (*drc == 1) ++a_.copied_missing;
         corrupt("ERROR OFLAG_COPIED data cluster: l2_entry=" + hex_digits(e.word) +
                 " refcount=" + dec(*drc));
       }

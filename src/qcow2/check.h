@@ -104,6 +104,10 @@ struct CheckAnalysis {
   std::vector<Unshare> unshare;
   // Corruptions that repair cannot mend (e.g. corrupted subcluster bitmaps).
   uint64_t unrepairable = 0;
+  // Of the corruptions, active L1/L2 entries without COPIED whose cluster's
+  // refcount is 1: harmless (QEMU leaves them after its copy-on-write ends a
+  // sharing, and a crash of the write path between its steps 2 and 3 can).
+  uint64_t copied_missing = 0;
   // Host clusters that some L2 entry maps as guest data and that are also
   // metadata (header, tables, refcount blocks), in increasing order: writing
   // that metadata changes what the guest reads there.

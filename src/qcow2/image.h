@@ -124,6 +124,8 @@ class Image : public BlockDevice {
   // Rewrites cluster 0 from `h` (which must keep this image's geometry and
   // table locations) and flushes. For header extensions of upper layers.
   Status rewrite_header(const Header& h);
+  // Clears autoclear bits with an 8-byte write at offset 88, flushed.
+  Status clear_autoclear(uint64_t bits);
   // Sets autoclear bits with an 8-byte write at offset 88, flushed.
   Status set_autoclear(uint64_t bits);
   // Host offset just past the last byte of the file, rounded up to a cluster.

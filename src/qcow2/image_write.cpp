@@ -418,6 +418,16 @@ Status Image::rewrite_header(const Header& h) {
   return Status::ok();
 }
 
+Status Image::clear_autoclear(uint64_t bits) {
+  if (!writable_) return invalid_argument("image is open read-only");
+  if (header_.version < 3 || !(header_.autoclear_features & bits)) return Status::ok();
+  header_.autoclear_features &= ~bits;
+  uint8_t b[8];
+  store_be64(b, header_.autoclear_features);
+  QD_TRY(file_->pwrite(kOffAutoclearFeatures, b));
+  return file_->flush();
+}
+
 Status Image::set_autoclear(uint64_t bits) {
   if (!writable_) return invalid_argument("image is open read-only");
   // A version 2 header ends before the autoclear field.

@@ -195,7 +195,8 @@ expect_error "corrupt image alone"
 
 # Interrupted (SIGINT) and killed (SIGKILL) runs of the real binary, slowed by --max-rate
 # so that the signals land in the middle: each leaves an image identical to the original;
-# SIGINT's is consistent (not even leaky) and exits 130; a rerun completes the work.
+# SIGINT's is consistent (not even leaky), exits 130 and records its progress, from which
+# the killed runs and the last one resume; that last run completes the work.
 make_image big.qcow2 compat=1.1,cluster_size=4k 64M
 qio big.qcow2 "write -P 0x11 0 16M" "write -P 0x22 16M 16M" "write -P 0x33 40M 8M"
 run qemu-img snapshot -c s1 big.qcow2
@@ -229,6 +230,7 @@ done
 expect_snapshots_same big-orig.qcow2 big.qcow2 "after SIGKILL"
 run "$QDEDUP" dedup-offline --json big.qcow2
 expect_status 0 "rerun after the kills"
+expect_eq "$(jq '.images[0].resumed' "$out")" true "the rerun resumes from the progress record"
 expect_check_clean big.qcow2 "after the rerun"
 expect_eq "$(data_clusters big.qcow2)" 4 "rerun completes the deduplication"
 run qemu-img compare big-orig.qcow2 big.qcow2

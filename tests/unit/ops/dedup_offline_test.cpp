@@ -5,6 +5,7 @@
 // persistent dirty bitmap. The run, its dry run, and a crash at every write.
 #include "ops/dedup_offline.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <vector>
 
@@ -63,6 +64,12 @@ std::vector<Bytes> guest_views(const Bytes& image) {
     }
   }
   return views;
+}
+
+uint64_t used_clusters(const Bytes& image) {
+  uint64_t n = 0;
+  for (uint64_t rc : refcheck(image).stored) n += rc != 0;
+  return n;
 }
 
 bool bitmaps_valid(const Bytes& image) {
@@ -155,6 +162,7 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
     DedupOfflineJob job;
     job.images = {"i.qcow2"};
     job.threads = 1;
+    job.checkpoint_bytes = 1;  // a progress record after every table: crashes hit them too
     DedupOfflineReport r = dedup_offline(fs, job);
     struct Out {
       DedupOfflineImage result;
@@ -168,7 +176,8 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
   REQUIRE(clean.result.outcome == ImageOutcome::kDone);
   REQUIRE(clean.writes > 4);
 
-  uint64_t states = 0;
+  const Bytes whole_after = run_on(image, false).after;
+  uint64_t states = 0, copied_states = 0;
   for (uint64_t n = 0; n < clean.writes; ++n) {
     auto crashed = run(n);
     REQUIRE(crashed.result.outcome == ImageOutcome::kFailed);
@@ -180,17 +189,86 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
       REQUIRE(rc.consistent());
       REQUIRE(guest_views(b) == before);
       REQUIRE(bitmaps_valid(b));
-      auto qemu = testsupport::qemu_img_check(b);
+      std::string log;
+      auto qemu = testsupport::qemu_img_check(b, &log);
       REQUIRE(qemu.is_ok());
-      REQUIRE((*qemu == 0 || *qemu == 3));  // clean, or leaks only
-      // The rerun frees the leaks and completes the deduplication.
+      INFO(log);
+      if (*qemu == 2) {
+        // The one finding no order avoids (docs/format.md, section 2): a crash between
+        // a keeper's COPIED clear and its refcount increase. Nothing else.
+        CHECK(rc.copied_wrong.empty());
+        CHECK(rc.corruptions.empty());
+        CHECK_FALSE(rc.copied_missing.empty());
+        ++copied_states;
+      } else {
+        REQUIRE((*qemu == 0 || *qemu == 3));  // clean, or leaks only
+      }
+      // The rerun mends that, frees the leaks and completes the deduplication.
       Run rerun = run_on(b, false);
-      CHECK(rerun.report.images[0].stats.data_clusters_after() == kDistinctData);
       CHECK(refcheck(rerun.after).clean());
+      CHECK(used_clusters(rerun.after) == used_clusters(whole_after));
       REQUIRE(guest_views(rerun.after) == before);
     }
   }
   CHECK(states >= clean.writes);
+  WARN(states << " crash states, " << copied_states << " with the missing-COPIED finding only");
+}
+
+TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes from its checkpoint",
+          "[ops][dedup-offline][resume]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes image = qemu_image();
+  const std::vector<Bytes> before = guest_views(image);
+  Run whole = run_on(image, false);
+  const uint64_t whole_read = whole.report.images[0].stats.bytes_read;
+
+  // Stop after the second L2 table, with a checkpoint after every table.
+  io::MemoryFileSystem fs;
+  fs.add_bytes("i.qcow2", image);
+  std::atomic<bool> cancel{false};
+  int tables = 0;
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.threads = 1;
+  job.jobs = 1;
+  job.cancel = &cancel;
+  job.checkpoint_bytes = 1;
+  job.progress = [&](uint64_t, uint64_t) {
+    if (++tables == 2) cancel = true;
+  };
+  DedupOfflineReport first = dedup_offline(fs, job);
+  REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
+  const Bytes stopped = fs.bytes("i.qcow2");
+  auto rc = refcheck(stopped);
+  INFO(rc.summary());
+  CHECK(rc.clean());  // consistent, not even leaky
+  CHECK(guest_views(stopped) == before);
+  const uint64_t first_read = first.images[0].stats.bytes_read;
+  CHECK(first_read > 0);
+  CHECK(first_read < whole_read);
+
+  cancel = false;
+  job.progress = nullptr;
+  DedupOfflineReport second = dedup_offline(fs, job);
+  INFO(second.images[0].error << second.images[0].resume_note);
+  REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
+  CHECK(second.images[0].resumed);
+  const Bytes resumed = fs.bytes("i.qcow2");
+  CHECK(refcheck(resumed).clean());
+  CHECK(guest_views(resumed) == before);
+  // Nothing done before the checkpoint is read again: the two runs together
+  // read what one run reads (the checkpoint came after every table).
+  CHECK(first_read + second.images[0].stats.bytes_read == whole_read);
+  // The same result as the uninterrupted run: the same clusters in use.
+  CHECK(refcheck(resumed).stored == refcheck(whole.after).stored);
+  CHECK(used_clusters(resumed) == used_clusters(whole.after));
+  CHECK(second.images[0].index_written);
+  CHECK(second.images[0].index_entries == kDistinctData);
+  // The progress record is gone once the run finished.
+  CHECK((load_be64(resumed.data() + qcow2::kOffAutoclearFeatures) & (1ull << 61)) == 0);
 }
 
 }  // namespace
