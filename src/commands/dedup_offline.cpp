@@ -57,6 +57,17 @@ nlohmann::ordered_json stats_json(const dedup::OfflineStats& s, uint64_t cluster
   j["verify-mismatches"] = s.verify_mismatches;
   j["bytes-read"] = s.bytes_read;
   j["bytes-freed"] = s.clusters_freed() * cluster_size;
+  if (!s.estimates.empty()) {
+    nlohmann::ordered_json est = nlohmann::ordered_json::array();
+    for (const auto& e : s.estimates) {
+      est.push_back({{"cluster-size", e.granularity},
+                     {"chunks", e.chunks},
+                     {"zero-chunks", e.zero_chunks},
+                     {"distinct-chunks", e.distinct_chunks},
+                     {"data-bytes-after", e.bytes_after()}});
+    }
+    j["at-other-cluster-sizes"] = est;
+  }
   return j;
 }
 
@@ -174,6 +185,17 @@ void render_human(const ops::DedupOfflineReport& r, bool dry_run) {
     if (i.resumed) line += " (resumed an interrupted run: figures are this run's)";
     if (i.outcome == ops::ImageOutcome::kInterrupted) line += " (interrupted: run again to finish)";
     std::printf("%s\n", line.c_str());
+    for (const auto& e : i.stats.estimates) {
+      const uint64_t before = i.stats.data_clusters * i.cluster_size;
+      std::printf("%s: at %s clusters the same data would need %s (%s saved, ratio %.3f; "
+                  "'qdedup convert -O qcow2 -o dedup=sha256,cluster_size=%lluk' makes such an "
+                  "image)\n",
+                  escape_for_display(i.file).c_str(), format_iec_size(e.granularity).c_str(),
+                  format_iec_size(e.bytes_after()).c_str(),
+                  format_iec_size(before > e.bytes_after() ? before - e.bytes_after() : 0).c_str(),
+                  e.bytes_after() ? static_cast<double>(before) / static_cast<double>(e.bytes_after()) : 1.0,
+                  static_cast<unsigned long long>(e.granularity / 1024));
+    }
     if (!i.resume_note.empty()) {
       std::printf("%s: %s\n", escape_for_display(i.file).c_str(), escape_for_display(i.resume_note).c_str());
     }

@@ -82,7 +82,39 @@ class Deduplicator {
     return out;
   }
 
+  void start_estimates() {
+    for (uint64_t gr : o_.estimate_granularities) {
+      if (gr < 512 || gr >= g_.cluster_size || (gr & (gr - 1)) != 0) continue;
+      stats_.estimates.push_back({gr});
+      estimate_sets_.emplace_back();
+    }
+  }
+
+  // Hashes the batch's `n` clusters in pieces for each estimate.
+  void estimate(size_t n) {
+    const uint64_t bytes = n * g_.cluster_size;
+    for (size_t k = 0; k < stats_.estimates.size(); ++k) {
+      GranularityEstimate& e = stats_.estimates[k];
+      const size_t pieces = bytes / e.granularity;
+      piece_digests_.resize(pieces * pool_.digest_size());
+      piece_skip_.assign(pieces, 0);
+      pool_.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), bytes), e.granularity,
+                                piece_digests_.data(), piece_skip_.data(), true);
+      for (size_t i = 0; i < pieces; ++i) {
+        ++e.chunks;
+        if (piece_skip_[i] == hash::HashPool::kZeroChunk) {
+          ++e.zero_chunks;
+          continue;
+        }
+        uint64_t fp;
+        std::memcpy(&fp, piece_digests_.data() + i * pool_.digest_size(), sizeof fp);
+        if (estimate_sets_[k].insert(fp).second) ++e.distinct_chunks;
+      }
+    }
+  }
+
   Result<OfflineStats> run(std::vector<PendingRemap>* pending_out) {
+    start_estimates();
     if (index_.size() != 0) QD_TRY(adopt_resumed_keepers());
     QD_TRY(adopt_pending());
     stats_.cursor = o_.resume_cursor;
@@ -175,6 +207,7 @@ class Deduplicator {
     }
     pool_.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), batch.size() * cs), cs,
                               digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_);
+    estimate(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       QD_TRY(plan(batch[i], digests_.data() + i * pool_.digest_size(),
                   skip_[i] == hash::HashPool::kZeroChunk,
@@ -336,6 +369,8 @@ class Deduplicator {
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
   std::vector<uint8_t> data_, digests_, skip_, verify_;
+  std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
+  std::vector<uint8_t> piece_digests_, piece_skip_;
 };
 
 }  // namespace

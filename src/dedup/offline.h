@@ -42,6 +42,10 @@ struct OfflineOptions {
   const std::atomic<bool>* cancel = nullptr;  // set: stop after the current table
   // Resuming (docs/format.md, 7): the walk skips the L2 tables below this host
   // offset, done by the interrupted run, whose keepers `index` then holds.
+  // Also hash the data in pieces of these sizes (powers of two below the
+  // cluster size; others are ignored) and count distinct pieces. 8 bytes of
+  // RAM and a set slot per distinct piece.
+  std::vector<uint64_t> estimate_granularities;
   uint64_t resume_cursor = 0;
   std::vector<PendingRemap> resume_pending;  // the interrupted run's pending copies
   // Called at each checkpoint, once the changes are on disk, with the cursor
@@ -52,6 +56,16 @@ struct OfflineOptions {
   // Called after each table with the host offset reached (tables are walked in
   // increasing host offset, so this over the file size is the share done).
   std::function<void(uint64_t host_offset)> progress;
+};
+
+// What the same data would dedup to at another cluster size (--dry-run):
+// every data cluster met is also hashed in pieces of `granularity` bytes.
+struct GranularityEstimate {
+  uint64_t granularity = 0;
+  uint64_t chunks = 0;            // pieces hashed
+  uint64_t zero_chunks = 0;       // all-zero pieces
+  uint64_t distinct_chunks = 0;   // distinct non-zero pieces
+  uint64_t bytes_after() const { return distinct_chunks * granularity; }
 };
 
 struct OfflineStats {
@@ -66,6 +80,7 @@ struct OfflineStats {
   uint64_t clusters_punched = 0;    // freed clusters given back to the file system (apply)
   bool interrupted = false;         // `cancel` stopped the walk
   uint64_t cursor = 0;              // where a rerun resumes: tables below are done
+  std::vector<GranularityEstimate> estimates;  // see OfflineOptions::estimate_granularities
 
   // Host clusters the plan frees.
   uint64_t clusters_freed() const { return duplicate_clusters + zero_clusters + preallocated_zero; }

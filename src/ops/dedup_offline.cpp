@@ -175,6 +175,7 @@ class ImageRun {
     algorithm_ = choice.algorithm;
     if (!job_.dry_run) QD_TRY(image_->start_writing());  // the old index is stale from here on
     dedup::OfflineOptions oo;
+    if (job_.dry_run) oo.estimate_granularities = {4096, 16384, 65536};
     if (!job_.dry_run) {
       oo.checkpoint = [this](uint64_t cursor, const std::vector<dedup::PendingRemap>& pending) {
         return dedup::write_resume_record(*image_, *index_, algorithm_, cursor, pending);

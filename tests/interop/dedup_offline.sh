@@ -104,6 +104,16 @@ for t in "${cases[@]}"; do
   if [ "$layout" = cap ]; then
     expect_eq "$(jq '.images[0]."refcount-cap-overflows"' run.json)" 3 "$name: copies forced by the cap"
   fi
+  # The dry run's estimates at smaller cluster sizes: every cluster is one byte repeated,
+  # so each size has as many distinct pieces as contents.
+  n_est=0
+  for gr in 4096 16384 65536; do [ "$gr" -lt "$c" ] && n_est=$((n_est + 1)); done
+  expect_eq "$(jq '[.images[0]."at-other-cluster-sizes"[]?] | length' dry.json)" "$n_est" \
+    "$name: one estimate per smaller cluster size"
+  if [ "$n_est" -gt 0 ]; then
+    expect_eq "$(jq -c '[.images[0]."at-other-cluster-sizes"[] | ."distinct-chunks"] | unique' dry.json)" \
+      "[$want]" "$name: estimates at smaller clusters"
+  fi
   after_alloc=$(allocated "$img")
   freed=$(jq '.images[0]."bytes-freed"' run.json)
   if [ "$after_alloc" -lt "$before_alloc" ]; then pass; else
