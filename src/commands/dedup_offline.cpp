@@ -25,6 +25,7 @@ struct DedupOfflineArgs {
   std::vector<std::string> options;
   bool no_index = false;
   bool dry_run = false;
+  bool against_backing = false;
   bool force_share = false;
   unsigned jobs = 0;
   unsigned threads = 0;
@@ -52,6 +53,7 @@ nlohmann::ordered_json stats_json(const dedup::OfflineStats& s, uint64_t cluster
   j["duplicate-clusters"] = s.duplicate_clusters;
   j["zero-clusters"] = s.zero_clusters;
   j["preallocated-zero-clusters"] = s.preallocated_zero;
+  j["backing-clusters"] = s.backing_clusters;
   j["entries-remapped"] = s.entries_remapped;
   j["refcount-cap-overflows"] = s.cap_overflows;
   j["verify-mismatches"] = s.verify_mismatches;
@@ -118,6 +120,7 @@ Totals totals(const ops::DedupOfflineReport& r) {
     s.duplicate_clusters += i.stats.duplicate_clusters;
     s.zero_clusters += i.stats.zero_clusters;
     s.preallocated_zero += i.stats.preallocated_zero;
+    s.backing_clusters += i.stats.backing_clusters;
     s.entries_remapped += i.stats.entries_remapped;
     s.cap_overflows += i.stats.cap_overflows;
     s.verify_mismatches += i.stats.verify_mismatches;
@@ -156,13 +159,14 @@ double ratio(const dedup::OfflineStats& s) {
 std::string human_line(const dedup::OfflineStats& s, uint64_t bytes_freed, bool dry_run) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "%s %llu clusters (%s): %llu duplicate, %llu zero, %llu preallocated zero; "
-                "data clusters %llu -> %llu (ratio %.3f)",
+                "%s %llu clusters (%s): %llu duplicate, %llu zero, %llu preallocated zero, "
+                "%llu as in the backing file; data clusters %llu -> %llu (ratio %.3f)",
                 dry_run ? "would free" : "freed",
                 static_cast<unsigned long long>(s.clusters_freed()), format_iec_size(bytes_freed).c_str(),
                 static_cast<unsigned long long>(s.duplicate_clusters),
                 static_cast<unsigned long long>(s.zero_clusters),
                 static_cast<unsigned long long>(s.preallocated_zero),
+                static_cast<unsigned long long>(s.backing_clusters),
                 static_cast<unsigned long long>(s.data_clusters),
                 static_cast<unsigned long long>(s.data_clusters_after()), ratio(s));
   return buf;
@@ -251,6 +255,7 @@ int run_dedup_offline(const DedupOfflineArgs& a) {
   }
   job.no_index = a.no_index;
   job.dry_run = a.dry_run;
+  job.against_backing = a.against_backing;
   job.force_share = a.force_share;
   job.jobs = a.jobs;
   job.threads = a.threads;
@@ -293,6 +298,8 @@ std::function<int()> register_dedup_offline(CLI::App& app) {
       ->allow_extra_args(false);
   app.add_flag("--no-index", a->no_index, "Deduplicate only: write no dedup index");
   app.add_flag("--dry-run", a->dry_run, "Write nothing; report what a run would free");
+  app.add_flag("--against-backing", a->against_backing,
+               "Drop clusters whose data the backing file holds at the same offset");
   app.add_flag("-U,--force-share", a->force_share, "With --dry-run: read an image in use");
   app.add_option("-j", a->jobs, "Images deduplicated at once (default 2)");
   app.add_option("--threads", a->threads, "Hashing threads (default: all cores)");

@@ -56,8 +56,8 @@ class Deduplicator {
       QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(p.cluster));
       if (rc == 0) continue;
       seen_.insert(p.cluster);
-      if (p.target_offset == 0) {
-        remap_[p.cluster] = {zero_entry(), rc};
+      if (p.target_offset == 0 || p.target_offset == kPendingToBacking) {
+        remap_[p.cluster] = {p.target_offset == 0 ? zero_entry() : L2Entry{}, rc};
         continue;
       }
       const uint64_t keeper = p.target_offset >> g_.cluster_bits;
@@ -76,7 +76,12 @@ class Deduplicator {
   std::vector<PendingRemap> pending() const {
     std::vector<PendingRemap> out;
     out.reserve(remap_.size());
-    for (const auto& [c, r] : remap_) out.push_back({c, r.target.host_offset()});
+    for (const auto& [c, r] : remap_) {
+      const L2Entry z = zero_entry();
+      const bool is_zero = r.target.word == z.word && r.target.bitmap == z.bitmap;
+      const bool unallocated = !is_zero && r.target.word == 0 && r.target.bitmap == 0;
+      out.push_back({c, unallocated ? kPendingToBacking : r.target.host_offset()});
+    }
     std::sort(out.begin(), out.end(),
               [](const PendingRemap& a, const PendingRemap& b) { return a.cluster < b.cluster; });
     return out;
@@ -134,7 +139,10 @@ class Deduplicator {
     uint64_t cluster = 0;  // host cluster index
     uint64_t refcount = 0;
     uint64_t owner = 0;    // see owner_of()
+    // --against-backing: the guest offset of its only reference, else kNone.
+    uint64_t guest_offset = kNone;
   };
+  static constexpr uint64_t kNone = UINT64_MAX;
   // Where the references to a merged copy or a dropped zero cluster go.
   struct Remap {
     L2Entry target;
@@ -171,7 +179,12 @@ class Deduplicator {
       }
       QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(c));
       if (rc > 1) seen_.insert(c);
-      fresh.push_back({c, rc, owner_of(t, v)});
+      Pending p{c, rc, owner_of(t, v)};
+      if (o_.against_backing && rc == 1 && t.reference_count() == 1) {
+        p.guest_offset = t.references.front().first_guest_cluster(g_) + v.index;
+        p.guest_offset <<= g_.cluster_bits;
+      }
+      fresh.push_back(p);
     }
     const uint64_t per_batch = std::max<uint64_t>(kBatchBytes / g_.cluster_size, 1);
     for (size_t at = 0; at < fresh.size(); at += per_batch) {
@@ -216,12 +229,35 @@ class Deduplicator {
     return Status::ok();
   }
 
+  // Whether the backing chain holds `data` at `guest_offset` (zeros past its end).
+  Result<bool> backing_holds(uint64_t guest_offset, std::span<const uint8_t> data) {
+    qcow2::BlockDevice* b = image_.backing();
+    if (b == nullptr || guest_offset >= image_.virtual_size()) return false;
+    backing_buf_.assign(data.size(), 0);
+    if (guest_offset < b->virtual_size()) {
+      const uint64_t n = std::min<uint64_t>(data.size(), b->virtual_size() - guest_offset);
+      QD_TRY(b->read(guest_offset, std::span<uint8_t>(backing_buf_.data(), n)));
+      throttle(n);
+    }
+    // The guest sees the image's size: bytes past it do not count.
+    const uint64_t visible = std::min<uint64_t>(data.size(), image_.virtual_size() - guest_offset);
+    return std::memcmp(backing_buf_.data(), data.data(), visible) == 0;
+  }
+
   Status plan(const Pending& p, const uint8_t* digest, bool zero, std::span<const uint8_t> data) {
     ++stats_.data_clusters;
     if (zero && zeros_allowed_) {
       remap_[p.cluster] = {zero_entry(), p.refcount};
       ++stats_.zero_clusters;
       return Status::ok();
+    }
+    if (p.guest_offset != kNone) {
+      QD_ASSIGN_OR_RETURN(bool same, backing_holds(p.guest_offset, data));
+      if (same) {
+        remap_[p.cluster] = {L2Entry{}, p.refcount};  // unallocated: read from the backing chain
+        ++stats_.backing_clusters;
+        return Status::ok();
+      }
     }
     QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(digest));
     if (!hit) return add_keeper(digest, p);
@@ -368,7 +404,7 @@ class Deduplicator {
   std::unordered_map<uint64_t, uint64_t> planned_;   // keeper -> refcount once merged
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
-  std::vector<uint8_t> data_, digests_, skip_, verify_;
+  std::vector<uint8_t> data_, digests_, skip_, verify_, backing_buf_;
   std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
   std::vector<uint8_t> piece_digests_, piece_skip_;
 };

@@ -27,7 +27,9 @@
 namespace qdedup::dedup {
 
 // A copy whose references are being repointed: to the keeper at
-// `target_offset`, or (0) to a zero cluster.
+// `target_offset`, or (0) to a zero cluster, or (kPendingToBacking) to an
+// unallocated entry (--against-backing).
+inline constexpr uint64_t kPendingToBacking = 1;
 struct PendingRemap {
   uint64_t cluster = 0;  // host cluster index of the copy
   uint64_t target_offset = 0;
@@ -36,6 +38,10 @@ struct PendingRemap {
 struct OfflineOptions {
   bool apply = true;           // false: plan and count only (the image may be read-only)
   bool verify = false;         // compare bytes with the keeper's before merging
+  // --against-backing: a cluster of refcount 1 whose bytes equal what the
+  // image's backing chain (image.backing(), which must be attached) holds at
+  // the same guest offset is dropped, so that the read falls through.
+  bool against_backing = false;
   uint64_t max_read_rate = 0;  // bytes per second read from the image; 0: no cap
   // Changes are put on disk (and freed clusters punched) every this many bytes read.
   uint64_t checkpoint_bytes = 256ull << 20;
@@ -73,6 +79,7 @@ struct OfflineStats {
   uint64_t duplicate_clusters = 0;  // copies merged into a keeper
   uint64_t zero_clusters = 0;       // all-zero host clusters dropped
   uint64_t preallocated_zero = 0;   // preallocated zero clusters made plain (host cluster freed)
+  uint64_t backing_clusters = 0;    // dropped: the backing chain holds the same bytes
   uint64_t entries_remapped = 0;    // L2 entries rewritten (each counts once, shared or not)
   uint64_t cap_overflows = 0;       // copies kept because the keeper reached the refcount cap
   uint64_t verify_mismatches = 0;   // same hash, different bytes (dedup_verify=on)
@@ -83,9 +90,11 @@ struct OfflineStats {
   std::vector<GranularityEstimate> estimates;  // see OfflineOptions::estimate_granularities
 
   // Host clusters the plan frees.
-  uint64_t clusters_freed() const { return duplicate_clusters + zero_clusters + preallocated_zero; }
+  uint64_t clusters_freed() const {
+    return duplicate_clusters + zero_clusters + preallocated_zero + backing_clusters;
+  }
   uint64_t data_clusters_after() const {
-    return data_clusters - duplicate_clusters - zero_clusters;
+    return data_clusters - duplicate_clusters - zero_clusters - backing_clusters;
   }
 };
 

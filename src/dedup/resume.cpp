@@ -82,7 +82,8 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
   for (uint64_t i = 0; i < r.pending_count; ++i) {
     PendingRemap p{load_be64(bytes.data() + 16 * i), load_be64(bytes.data() + 16 * i + 8)};
     if (p.cluster == 0 || p.cluster >= (file_size >> g.cluster_bits) ||
-        (p.target_offset != 0 && !index_host_offset_ok(p.target_offset, g.cluster_size))) {
+        (p.target_offset > kPendingToBacking &&
+         !index_host_offset_ok(p.target_offset, g.cluster_size))) {
       return corruption("progress record: pending copy " + std::to_string(i) + " is invalid");
     }
     pending.push_back(p);

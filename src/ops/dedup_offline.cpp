@@ -43,6 +43,10 @@ class Batch {
     std::lock_guard<std::mutex> l(mu_);
     return fs_.open(path, o);
   }
+  Status attach_backing(qcow2::Image& image, const std::string& path) {
+    std::lock_guard<std::mutex> l(mu_);
+    return qcow2::attach_backing(image, path, &fs_, job_.force_share);
+  }
   Result<std::unique_ptr<io::File>> open_scratch(const std::string& dir) {
     std::lock_guard<std::mutex> l(mu_);
     return fs_.open_scratch(dir);
@@ -119,6 +123,7 @@ class ImageRun {
                                                     .keep_autoclear = qcow2::kAutoclearBitmaps |
                                                                       dedup::kAutoclearResume}));
     out_.cluster_size = image_->geometry().cluster_size;
+    if (job_.against_backing) QD_TRY(batch_.attach_backing(*image_, out_.file));
     QD_TRY(deduplicate());
     if (!job_.dry_run) QD_TRY(finish());
     QD_ASSIGN_OR_RETURN(out_.file_size_after, file_->size());
@@ -184,6 +189,7 @@ class ImageRun {
     }
     oo.apply = !job_.dry_run;
     oo.verify = choice.verify;
+    oo.against_backing = job_.against_backing;
     oo.max_read_rate = job_.max_read_rate ? std::max<uint64_t>(job_.max_read_rate / batch_threads(job_), 1) : 0;
     oo.cancel = job_.cancel;
     oo.progress = [this](uint64_t at) { batch_.progress(slot_, at); };

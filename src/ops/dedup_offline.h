@@ -25,6 +25,7 @@ struct DedupOfflineJob {
   bool verify = false;          // -o dedup_verify=on
   bool no_index = false;        // --no-index
   bool dry_run = false;         // --dry-run: plan and report, write nothing
+  bool against_backing = false; // --against-backing: drop clusters the backing chain holds
   bool force_share = false;     // -U (with --dry-run only)
   unsigned threads = 0;         // hashing threads; 0: all cores
   unsigned jobs = 0;            // -j: images at once; 0: default

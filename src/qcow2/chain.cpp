@@ -113,6 +113,27 @@ Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req) {
   return opener.open(req, 0, req.backing_member);
 }
 
+Status attach_backing(Image& image, const std::string& path, io::FileSystem* fs, bool force_share) {
+  if (!image.header().has_backing()) return Status::ok();
+  const std::string& name = image.header().backing_file;
+  if (looks_like_protocol(name)) {
+    return unsupported("backing file '" + escape_for_display(name) +
+                       "' is a protocol or URL; qdedup only follows plain files");
+  }
+  OpenRequest b;
+  b.path = resolve_backing_path(path, name);
+  b.format = image.header().backing_format.value_or("");
+  b.force_share = force_share;
+  b.backing_member = true;
+  b.fs = fs;
+  if (!b.format.empty() && b.format != "raw" && b.format != "qcow2") {
+    return unsupported("backing file format '" + b.format + "' is not supported");
+  }
+  QD_ASSIGN_OR_RETURN(auto backing, open_device(b));
+  image.set_backing(std::move(backing));
+  return Status::ok();
+}
+
 Result<std::unique_ptr<Image>> open_qcow2(const OpenRequest& req) {
   OpenRequest r = req;
   if (r.format.empty()) r.format = "qcow2";

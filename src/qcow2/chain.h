@@ -37,6 +37,11 @@ Result<std::unique_ptr<BlockDevice>> open_device(const OpenRequest& req);
 // As open_device() but requires qcow2 and returns the Image.
 Result<std::unique_ptr<Image>> open_qcow2(const OpenRequest& req);
 
+// Opens the backing chain of `image`, itself opened from `path` (the chain's
+// names resolve against it), for reads, and attaches it to the image.
+// Nothing happens when the image has no backing file.
+Status attach_backing(Image& image, const std::string& path, io::FileSystem* fs, bool force_share);
+
 // True for names QEMU would hand to a protocol driver ("json:{...}",
 // "nbd://host"): qdedup never follows those.
 bool looks_like_protocol(const std::string& name);

@@ -7,7 +7,8 @@
 # before, every snapshot reads back unchanged (qemu-img convert -l), the number of data
 # clusters (counted by an independent walker, tests/lib/qcow2_data_clusters.py) equals the
 # number of distinct non-zero contents (at the refcount cap: plus the copies the cap
-# forces), the dry run's figures are the run's, and `du` shrank. Then a persistent bitmap
+# forces), the dry run's figures are the run's, and `du` shrank. Then --against-backing
+# over a backing file (v2 and v3), a persistent bitmap
 # read back through qemu-nbd, a batch with a corrupt and a locked image, SIGINT and
 # SIGKILL in the middle of a run.
 source "$(dirname "$0")/../lib/interop.bash"
@@ -135,6 +136,35 @@ for t in "${cases[@]}"; do
   run qemu-img compare "$name-orig.qcow2" "$img"
   expect_status 0 "$name: identical after the second run"
   rm -f "$name-orig.qcow2" "$img"
+done
+
+# --against-backing, v3 and v2: overlay clusters equal to what the backing file holds at
+# the same offset are dropped (reads fall through); the others are deduplicated.
+for compat in 1.1 0.10; do
+  name="backing-$compat"
+  make_image "base-$compat.qcow2" "compat=$compat" 8M
+  qio "base-$compat.qcow2" "write -P 0x11 0 1M" "write -P 0x22 2M 1M"
+  make_image "ov-$compat.qcow2" "compat=$compat,backing_file=base-$compat.qcow2,backing_fmt=qcow2" 8M
+  # 8 clusters as in the backing file, 8 copies of 0x33, 1 more as in the backing file,
+  # 2 of 0x11 where the backing file has zeros: 9 dropped, 7 + 1 merged, 2 contents left.
+  qio "ov-$compat.qcow2" "write -P 0x11 0 512k" "write -P 0x33 512k 512k" "write -P 0x22 2M 64k" \
+    "write -P 0x11 4M 128k"
+  cp "ov-$compat.qcow2" "$name-orig.qcow2"
+  run "$QDEDUP" dedup-offline --against-backing --dry-run --json "ov-$compat.qcow2"
+  expect_status 0 "$name: dry run"
+  cp "$out" dry.json
+  run "$QDEDUP" dedup-offline --against-backing --json "ov-$compat.qcow2"
+  expect_status 0 "$name: dedup-offline --against-backing"
+  expect_eq "$(jq -c '.images[0] | [."backing-clusters", ."duplicate-clusters"]' "$out")" "[9,8]" \
+    "$name: clusters dropped and merged"
+  expect_eq "$(jq '.images[0]."bytes-freed"' dry.json)" "$(jq '.images[0]."bytes-freed"' "$out")" \
+    "$name: the dry run's figure"
+  expect_check_clean "ov-$compat.qcow2" "$name"
+  run qemu-img compare "$name-orig.qcow2" "ov-$compat.qcow2"
+  expect_status 0 "$name: identical through the backing file"
+  expect_eq "$(data_clusters "ov-$compat.qcow2")" 2 "$name: data clusters left"
+  expect_eq "$(qemu-img map --output=json "ov-$compat.qcow2" | jq -c '[.[] | select(.start == 0)][0].depth')" 1 \
+    "$name: the first cluster now reads from the backing file"
 done
 
 # A persistent dirty bitmap: same name, flags and granularity, check clean (its clusters
