@@ -45,7 +45,7 @@ scratch=$(mktemp -d "$base_dir/qdedup-bench-dedup-offline.XXXXXX")
 failed=0
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-# seconds CMD...: wall time of one run; peak RSS (KiB) in $last_rss; must exit 0
+# seconds CMD...: wall time of one run (peak RSS in KiB: $scratch/last.rss); must exit 0
 seconds() {
   local t0 t1
   t0=$(date +%s.%N)
@@ -54,7 +54,6 @@ seconds() {
   local rc=$?
   set -e
   t1=$(date +%s.%N)
-  last_rss=$(tail -n1 "$scratch/last.rss")
   if [ "$rc" != 0 ]; then
     echo "FAIL: $* exited $rc: $(head -c 300 "$scratch/last.err")" >&2
     failed=1
@@ -62,7 +61,7 @@ seconds() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 # time_median [--fresh IMG COPY] CMD...: median over $runs runs after a warm-up; with
-# --fresh, COPY is made from IMG before every run (untimed). Peak RSS of the last in $last_rss.
+# --fresh, COPY is made from IMG before every run (untimed).
 time_median() {
   local ts=() i t img="" copy=""
   if [ "$1" = --fresh ]; then img=$2; copy=$3; shift 3; fi
@@ -126,7 +125,7 @@ for spec in "mix-64k 65536" "tree-4k 4096"; do
   bytes=$(allocated_bytes "$img.qcow2" "$cs")
   dry=$(time_median "$qdedup" dedup-offline --dry-run "$img.qcow2")
   real=$(time_median --fresh "$img.qcow2" work.qcow2 "$qdedup" dedup-offline --json work.qcow2)
-  rss=$((last_rss / 1024))
+  rss=$(($(tail -n1 "$scratch/last.rss") / 1024))
   freed=$(jq '.images[0]."bytes-freed"' "$scratch/last.out")
   conv=$(time_median qemu-img convert -O qcow2 -o cluster_size="$cs" "$img.qcow2" conv.qcow2)
   rm -f conv.qcow2
