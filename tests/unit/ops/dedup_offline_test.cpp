@@ -145,6 +145,43 @@ TEST_CASE("dedup-offline merges duplicates in every table and keeps every view a
   CHECK(guest_views(again.after) == before);
 }
 
+TEST_CASE("a dedup-offline batch runs two images at once and fails bad ones alone",
+          "[ops][dedup-offline][batch]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes image = qemu_image();
+  const std::vector<Bytes> before = guest_views(image);
+  const Bytes expected = run_on(image, false).after;
+  Bytes corrupt = image;
+  corrupt[79] |= 2;  // incompatible feature bit 1: corrupt
+  io::MemoryFileSystem fs;
+  DedupOfflineJob job;
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "i" + std::to_string(i) + ".qcow2";
+    fs.add_bytes(name, i == 2 ? corrupt : image);
+    job.images.push_back(name);
+  }
+  job.images.push_back("missing.qcow2");
+  job.jobs = 2;
+  job.threads = 2;
+  DedupOfflineReport r = dedup_offline(fs, job);
+  REQUIRE(r.images.size() == 6);
+  CHECK(r.any_failed());
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    INFO(r.images[i].file << ": " << r.images[i].error);
+    if (i == 2 || i == 5) {
+      CHECK(r.images[i].outcome == ImageOutcome::kFailed);
+      continue;
+    }
+    CHECK(r.images[i].outcome == ImageOutcome::kDone);
+    CHECK(fs.bytes(r.images[i].file) == expected);
+  }
+  CHECK(r.images[2].error.find("marked corrupt") != std::string::npos);
+  CHECK(fs.bytes("i2.qcow2") == corrupt);  // refused: untouched
+}
+
 TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a rerun finishes",
           "[ops][dedup-offline][crash]") {
   if (!testsupport::have_qemu()) {
