@@ -115,16 +115,7 @@ Totals totals(const ops::DedupOfflineReport& r) {
       continue;
     }
     (i.outcome == ops::ImageOutcome::kDone ? t.done : t.interrupted) += 1;
-    dedup::OfflineStats& s = t.stats;
-    s.data_clusters += i.stats.data_clusters;
-    s.duplicate_clusters += i.stats.duplicate_clusters;
-    s.zero_clusters += i.stats.zero_clusters;
-    s.preallocated_zero += i.stats.preallocated_zero;
-    s.backing_clusters += i.stats.backing_clusters;
-    s.entries_remapped += i.stats.entries_remapped;
-    s.cap_overflows += i.stats.cap_overflows;
-    s.verify_mismatches += i.stats.verify_mismatches;
-    s.bytes_read += i.stats.bytes_read;
+    t.stats += i.stats;
     t.bytes_freed += i.bytes_freed();
     t.leaks_freed += i.leaks_freed;
     t.allocated_before += i.allocated_before;

@@ -3,14 +3,10 @@
 #include <cstring>
 
 #include "dedup/index_entry.h"
+#include "dedup/index_io.h"
 #include "hash/sha256.h"
 
 namespace qdedup::dedup {
-
-namespace {
-// The index is written in pieces of about this size.
-constexpr size_t kIndexWriteBytes = 1u << 20;
-}  // namespace
 
 DedupWriter::DedupWriter(qcow2::Image& image, const DedupConfig& config,
                          std::unique_ptr<io::File> scratch)
@@ -101,34 +97,16 @@ Status DedupWriter::put(uint64_t guest_cluster, std::span<const uint8_t> data, c
 // 1 MiB pieces into clusters past the end of the file; not refcounted.
 Status DedupWriter::write_index(DedupExtension& ext) {
   QD_ASSIGN_OR_RETURN(uint64_t offset, image_.end_of_file_cluster());
-  QD_ASSIGN_OR_RETURN(hash::Sha256 sum, hash::Sha256::create());
-  const size_t hs = index_.hash_size();
-  std::vector<uint8_t> buf;
-  buf.reserve(kIndexWriteBytes);
-  uint64_t written = 0, entries = 0;
-  auto emit = [&]() -> Status {
-    sum.update(buf);
-    QD_TRY(image_.file().pwrite(offset + written, buf));
-    written += buf.size();
-    buf.clear();
-    return Status::ok();
-  };
-  Status st = index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
+  auto keep = [this](const IndexEntry& e) -> Result<bool> {
+    if (e.owner_guest_cluster & kOwnerNotActive) return false;  // no active owner
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> image_.geometry().cluster_bits));
-    if (rc == 0 || rc >= cap_) return Status::ok();  // not a target any more
-    if (e.owner_guest_cluster & kOwnerNotActive) return Status::ok();  // no active owner
-    encode_index_entry({{hash, hs}, e.host_offset, e.owner_guest_cluster}, buf);
-    ++entries;
-    if (buf.size() >= kIndexWriteBytes) return emit();
-    return Status::ok();
-  });
-  if (st && !buf.empty()) st = emit();
-  QD_TRY(st);
-  sum.final(ext.index_checksum.data());
-  QD_TRY(image_.file().flush());
-  ext.index_offset = entries ? offset : 0;
-  ext.index_size = written;
-  ext.index_entries = entries;
+    return rc != 0 && rc < cap_;  // else not a target any more
+  };
+  QD_ASSIGN_OR_RETURN(WrittenIndex w, write_index_entries(image_.file(), offset, index_, keep));
+  ext.index_checksum = w.checksum;
+  ext.index_offset = w.entries ? offset : 0;
+  ext.index_size = w.bytes;
+  ext.index_entries = w.entries;
   return Status::ok();
 }
 

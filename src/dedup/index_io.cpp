@@ -1,5 +1,8 @@
 #include "dedup/index_io.h"
 
+#include "dedup/index_entry.h"
+#include "hash/sha256.h"
+
 #include <algorithm>
 #include <string>
 #include <utility>
@@ -53,6 +56,34 @@ Status load_index(qcow2::Image& image, const DedupExtension& ext, DedupIndex& in
   QD_TRY(validate_dedup_extension(ext, file_size, g.cluster_size, g.refcount_max));
   IndexLoader loader(image, ext, index);
   return read_index(image.file(), ext, loader);
+}
+
+Result<WrittenIndex> write_index_entries(io::File& file, uint64_t offset, DedupIndex& index,
+                                         const IndexFilter& keep) {
+  constexpr size_t kWriteBytes = 1u << 20;
+  QD_ASSIGN_OR_RETURN(hash::Sha256 sum, hash::Sha256::create());
+  const size_t hs = index.hash_size();
+  WrittenIndex w;
+  std::vector<uint8_t> buf;
+  buf.reserve(kWriteBytes);
+  auto emit = [&]() -> Status {
+    sum.update(buf);
+    QD_TRY(file.pwrite(offset + w.bytes, buf));
+    w.bytes += buf.size();
+    buf.clear();
+    return Status::ok();
+  };
+  QD_TRY(index.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
+    QD_ASSIGN_OR_RETURN(bool wanted, keep(e));
+    if (!wanted) return Status::ok();
+    encode_index_entry({{hash, hs}, e.host_offset, e.owner_guest_cluster}, buf);
+    ++w.entries;
+    return buf.size() >= kWriteBytes ? emit() : Status::ok();
+  }));
+  if (!buf.empty()) QD_TRY(emit());
+  sum.final(w.checksum.data());
+  QD_TRY(file.flush());
+  return w;
 }
 
 Status rebuild_index(qcow2::Image& image, hash::HashPool& pool, uint64_t refcount_cap,

@@ -89,6 +89,20 @@ struct OfflineStats {
   uint64_t cursor = 0;              // where a rerun resumes: tables below are done
   std::vector<GranularityEstimate> estimates;  // see OfflineOptions::estimate_granularities
 
+  // Adds another run's counts (a batch's total; estimates are not added).
+  OfflineStats& operator+=(const OfflineStats& o) {
+    data_clusters += o.data_clusters;
+    duplicate_clusters += o.duplicate_clusters;
+    zero_clusters += o.zero_clusters;
+    preallocated_zero += o.preallocated_zero;
+    backing_clusters += o.backing_clusters;
+    entries_remapped += o.entries_remapped;
+    cap_overflows += o.cap_overflows;
+    verify_mismatches += o.verify_mismatches;
+    bytes_read += o.bytes_read;
+    clusters_punched += o.clusters_punched;
+    return *this;
+  }
   // Host clusters the plan frees.
   uint64_t clusters_freed() const {
     return duplicate_clusters + zero_clusters + preallocated_zero + backing_clusters;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "dedup/index_entry.h"
+#include "dedup/index_io.h"
 #include "dedup/index_reader.h"
 #include "hash/sha256.h"
 #include "util/endian.h"
@@ -10,8 +11,6 @@
 namespace qdedup::dedup {
 
 namespace {
-
-constexpr size_t kWriteBytes = 1u << 20;
 
 class ResumeLoader final : public IndexVisitor {
  public:
@@ -95,41 +94,27 @@ Status write_resume_record(qcow2::Image& image, DedupIndex& index, hash::HashAlg
                            uint64_t cursor, const std::vector<PendingRemap>& pending) {
   QD_TRY(image.flush());
   QD_ASSIGN_OR_RETURN(uint64_t offset, image.end_of_file_cluster());
-  QD_ASSIGN_OR_RETURN(hash::Sha256 sum, hash::Sha256::create());
-  const size_t hs = index.hash_size();
-  std::vector<uint8_t> buf;
-  uint64_t written = 0, entries = 0;
-  auto emit = [&]() -> Status {
-    sum.update(buf);
-    QD_TRY(image.file().pwrite(offset + written, buf));
-    written += buf.size();
-    buf.clear();
-    return Status::ok();
-  };
-  QD_TRY(index.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
-    encode_index_entry({{hash, hs}, e.host_offset, e.owner_guest_cluster}, buf);
-    ++entries;
-    return buf.size() >= kWriteBytes ? emit() : Status::ok();
-  }));
-  if (!buf.empty()) QD_TRY(emit());
+  QD_ASSIGN_OR_RETURN(WrittenIndex w, write_index_entries(image.file(), offset, index,
+                                                         [](const IndexEntry&) { return true; }));
   ResumeRecord r;
-  sum.final(r.index.index_checksum.data());
+  r.index.index_checksum = w.checksum;
   std::vector<uint8_t> pend(pending.size() * 16);
   for (size_t i = 0; i < pending.size(); ++i) {
     store_be64(pend.data() + 16 * i, pending[i].cluster);
     store_be64(pend.data() + 16 * i + 8, pending[i].target_offset);
   }
-  r.pending_offset = offset + written;
+  r.pending_offset = offset + w.bytes;
   r.pending_count = pending.size();
+  QD_ASSIGN_OR_RETURN(hash::Sha256 sum, hash::Sha256::create());
   sum.update(pend);
   sum.final(r.pending_checksum.data());
   if (!pend.empty()) QD_TRY(image.file().pwrite(r.pending_offset, pend));
   QD_TRY(image.file().flush());
   r.index.hash_algorithm = static_cast<uint32_t>(algorithm);
-  r.index.hash_size = static_cast<uint32_t>(hs);
-  r.index.index_offset = entries ? offset : 0;
-  r.index.index_size = written;
-  r.index.index_entries = entries;
+  r.index.hash_size = static_cast<uint32_t>(index.hash_size());
+  r.index.index_offset = w.entries ? offset : 0;
+  r.index.index_size = w.bytes;
+  r.index.index_entries = w.entries;
   r.index.refcount_cap = image.geometry().refcount_max;
   r.cursor = cursor;
   // The old record stops being valid before the header changes.
