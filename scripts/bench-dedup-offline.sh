@@ -75,7 +75,7 @@ time_median() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 gbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", (s > 0) ? b / s / 1e9 : 0 }'; }
 allocated_bytes() {
-  qemu-img check --output=json "$1" | jq '."allocated-clusters"' | awk -v cs="$2" '{ print $1 * cs }'
+  qemu-img check --output=json "$1" | jq '."allocated-clusters"' | awk -v cs="$2" '{ printf "%.0f\n", $1 * cs }'
 }
 
 # mix RAW MIB: the mixed raw image (which clusters are zero, popular or unique is fixed).

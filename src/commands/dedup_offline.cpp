@@ -2,6 +2,7 @@
 //                      [-p] [-U] [--output=human|json] [--json] [--max-rate RATE] IMAGE...
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -255,9 +256,9 @@ int run_dedup_offline(const DedupOfflineArgs& a) {
   std::signal(SIGTERM, on_signal);
   std::unique_ptr<Progress> progress;
   if (a.progress && !quiet()) {
-    progress = std::make_unique<Progress>(true, 1);
+    // Bytes of the batch's files walked, over their total (known once the run starts).
     job.progress = [&progress](uint64_t done, uint64_t total) {
-      (void)total;
+      if (!progress) progress = std::make_unique<Progress>(true, std::max<uint64_t>(total, 1));
       progress->update(done);
     };
   }
