@@ -20,7 +20,12 @@ namespace {
 
 std::atomic<bool> g_cancel{false};
 
-extern "C" void on_signal(int) { g_cancel.store(true); }
+// The first SIGINT/SIGTERM asks the run to stop after its current step; a
+// second one ends the process at once (crash-safe too: at worst leaks).
+extern "C" void on_signal(int sig) {
+  g_cancel.store(true);
+  std::signal(sig, SIG_DFL);
+}
 
 struct DedupOfflineArgs {
   std::vector<std::string> options;

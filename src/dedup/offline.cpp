@@ -33,6 +33,7 @@ class Deduplicator {
         index_(index),
         o_(o),
         zeros_allowed_(g_.version >= 3 || !image.header().has_backing()),
+        cap_(o.refcount_cap ? std::min(o.refcount_cap, g_.refcount_max) : g_.refcount_max),
         start_(std::chrono::steady_clock::now()) {}
 
   // Keepers of an interrupted run: met already.
@@ -188,6 +189,10 @@ class Deduplicator {
     }
     const uint64_t per_batch = std::max<uint64_t>(kBatchBytes / g_.cluster_size, 1);
     for (size_t at = 0; at < fresh.size(); at += per_batch) {
+      if (at != 0 && o_.cancel && o_.cancel->load()) {
+        stats_.interrupted = true;  // nothing of this table repointed yet: it is redone
+        return io_error("interrupted");
+      }
       QD_TRY(hash_and_plan(std::span<const Pending>(fresh).subspan(
           at, std::min<size_t>(per_batch, fresh.size() - at))));
     }
@@ -279,8 +284,9 @@ class Deduplicator {
     } else {
       QD_ASSIGN_OR_RETURN(base, image_.refcount(keeper));
     }
-    if (base + p.refcount > g_.refcount_max) {
+    if (base + p.refcount > cap_) {
       ++stats_.cap_overflows;  // the copy keeps this content from now on
+      inactive_keepers_.erase(keeper);  // the full keeper is not an index entry again
       return add_keeper(digest, p);
     }
     if (base == 1 && o_.apply) QD_TRY(clear_owner_copied(hit->owner_guest_cluster));
@@ -396,6 +402,7 @@ class Deduplicator {
   DedupIndex& index_;
   const OfflineOptions& o_;
   const bool zeros_allowed_;
+  const uint64_t cap_;  // no refcount goes above it
   const std::chrono::steady_clock::time_point start_;
   OfflineStats stats_;
   uint64_t since_checkpoint_ = 0;

@@ -38,6 +38,7 @@ struct PendingRemap {
 struct OfflineOptions {
   bool apply = true;           // false: plan and count only (the image may be read-only)
   bool verify = false;         // compare bytes with the keeper's before merging
+  uint64_t refcount_cap = 0;   // the dedup extension's cap; 0: the refcount width's maximum
   // --against-backing: a cluster of refcount 1 whose bytes equal what the
   // image's backing chain (image.backing(), which must be attached) holds at
   // the same guest offset is dropped, so that the read falls through.
@@ -45,7 +46,9 @@ struct OfflineOptions {
   uint64_t max_read_rate = 0;  // bytes per second read from the image; 0: no cap
   // Changes are put on disk (and freed clusters punched) every this many bytes read.
   uint64_t checkpoint_bytes = 256ull << 20;
-  const std::atomic<bool>* cancel = nullptr;  // set: stop after the current table
+  // Set: stop after the current table, or between read batches of a table
+  // (which is then done again by the rerun).
+  const std::atomic<bool>* cancel = nullptr;
   // Resuming (docs/format.md, 7): the walk skips the L2 tables below this host
   // offset, done by the interrupted run, whose keepers `index` then holds.
   // Also hash the data in pieces of these sizes (powers of two below the

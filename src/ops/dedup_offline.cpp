@@ -159,6 +159,7 @@ class ImageRun {
     qcow2::RepairOptions ro;
     ro.mode = qcow2::RepairMode::kLeaks;
     ro.clear_autoclear = dedup::kAutoclearDedupIndex;
+    ro.keep_autoclear = dedup::kAutoclearResume;  // the progress record stays true
     QD_ASSIGN_OR_RETURN(qcow2::RepairSummary s, qcow2::repair_image(*file_, ro));
     out_.leaks_freed = s.leaks_fixed;
     QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis again, qcow2::analyse_image(*file_, {}));
@@ -181,9 +182,11 @@ class ImageRun {
     if (!job_.dry_run) QD_TRY(image_->start_writing());  // the old index is stale from here on
     dedup::OfflineOptions oo;
     if (job_.dry_run) oo.estimate_granularities = {4096, 16384, 65536};
-    if (!job_.dry_run) {
+    oo.refcount_cap = existing ? existing->refcount_cap : 0;
+    records_ = !job_.dry_run && image_->header().version >= 3;  // v2 has no autoclear bits
+    if (records_) {
       oo.checkpoint = [this](uint64_t cursor, const std::vector<dedup::PendingRemap>& pending) {
-        return dedup::write_resume_record(*image_, *index_, algorithm_, cursor, pending);
+        return record_progress(cursor, pending);
       };
       if (job_.checkpoint_bytes) oo.checkpoint_bytes = job_.checkpoint_bytes;
     }
@@ -227,18 +230,38 @@ class ImageRun {
     }
     oo.resume_pending.clear();
     out_.resume_note = "progress record not used (" + st.message() + "): starting over";
+    QD_TRY(image_->clear_autoclear(dedup::kAutoclearResume));  // void from now on
     QD_ASSIGN_OR_RETURN(auto scratch, batch_.open_scratch(io::directory_of(out_.file)));
     make_index(std::move(scratch));
     return Status::ok();
   }
 
+  // A checkpoint: COPIED settled on clusters owned again, then the record.
+  // Without room for it in the header cluster, the run goes on without.
+  Status record_progress(uint64_t cursor, const std::vector<dedup::PendingRemap>& pending) {
+    QD_TRY(image_->settle_copied());
+    if (!records_) return Status::ok();
+    Status st = dedup::write_resume_record(*image_, *index_, algorithm_, cursor, pending);
+    if (!st && st.code() == StatusCode::kInvalidArgument) {
+      records_ = false;
+      out_.resume_note = "no progress record (" + st.message() + ")";
+      return image_->clear_autoclear(dedup::kAutoclearResume);
+    }
+    return st;
+  }
+
   // Closes the write path, cuts the free tail, writes the index (or, when
   // interrupted, the progress record).
   Status finish() {
+    // An interruption inside a table may leave a keeper's COPIED cleared
+    // before it gained a reference: set every active flag right.
+    if (out_.stats.interrupted) image_->audit_copied_on_close();
     QD_TRY(image_->close());
     if (out_.stats.interrupted) {
+      // The old record's bytes lie in the tail: void it before cutting.
+      QD_TRY(image_->clear_autoclear(dedup::kAutoclearResume));
       QD_TRY(image_->truncate_free_tail().status());
-      return dedup::write_resume_record(*image_, *index_, algorithm_, out_.stats.cursor, pending_);
+      return record_progress(out_.stats.cursor, pending_);
     }
     QD_TRY(dedup::drop_resume_record(*image_));
     QD_TRY(image_->truncate_free_tail().status());
@@ -273,6 +296,7 @@ class ImageRun {
   dedup::DedupIndex* index_ = nullptr;  // the writer's or the plain one
   hash::HashAlgorithm algorithm_ = hash::HashAlgorithm::kSha256;
   std::vector<dedup::PendingRemap> pending_;  // copies not fully repointed when interrupted
+  bool records_ = false;  // progress records are written (v3, room in the header)
 };
 
 }  // namespace

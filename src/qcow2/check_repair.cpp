@@ -113,7 +113,7 @@ Status Repairer::begin_write(const CheckAnalysis& a) {
   if (began_) return Status::ok();
   began_ = true;
   summary_.changed = true;
-  uint64_t keep = kAutoclearBitmaps | kAutoclearDataFileRaw;
+  uint64_t keep = kAutoclearBitmaps | kAutoclearDataFileRaw | o_.keep_autoclear;
   uint64_t bits = a.header.autoclear_features & keep & ~o_.clear_autoclear;
   if (bits != a.header.autoclear_features) {
     QD_TRY(write_u64(kOffAutoclearFeatures, bits));

@@ -36,6 +36,10 @@ struct RepairOptions {
   // Autoclear bits to clear before the first write (qdedup's own bits, whose
   // data a repair may invalidate). QEMU's unknown bits are always cleared.
   uint64_t clear_autoclear = 0;
+  // Autoclear bits unknown to QEMU that stay set: a qdedup job's own record
+  // that the repair keeps true (dedup-offline's progress record: leaks and
+  // COPIED flags do not change it).
+  uint64_t keep_autoclear = 0;
 };
 
 struct RepairSummary {

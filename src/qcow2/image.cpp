@@ -26,7 +26,10 @@ Image::Image(std::unique_ptr<io::File> file, Header header, const ImageOptions& 
       g_(Geometry::from_header(header_)),
       writable_(options.writable),
       keep_autoclear_(options.keep_autoclear),
-      refcounts_(*file_, g_, header_) {}
+      refcounts_(*file_, g_, header_) {
+  // An eviction of refcount blocks writes increases: COPIED clears go first.
+  refcounts_.set_before_eviction([this] { return write_copied_clears(); });
+}
 
 Image::~Image() = default;
 

@@ -116,6 +116,8 @@ class Image : public BlockDevice {
   Status flush();
   // Flushes and sets COPIED on entries whose cluster became owned again.
   Status close();
+  // The same in the middle of a job (a checkpoint): the image stays open.
+  Status settle_copied() { return fix_copied_flags(); }
   // Makes close() check every active entry's COPIED flag, not only those of
   // clusters this session released: for images another program wrote (stock
   // QEMU leaves COPIED off after its copy-on-write ends a sharing).

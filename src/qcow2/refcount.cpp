@@ -113,6 +113,7 @@ Result<Refcounts::Block*> Refcounts::block(uint64_t index, bool create,
 
 Status Refcounts::evict_if_large() {
   if (blocks_.size() < kMaxCachedBlocks) return Status::ok();
+  if (before_eviction_ && dirty()) QD_TRY(before_eviction_());
   QD_TRY(write_back());
   blocks_.clear();
   return Status::ok();

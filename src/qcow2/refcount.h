@@ -39,6 +39,11 @@ class Refcounts {
   // to 1 and returns the first one's index.
   Result<uint64_t> allocate(uint64_t n);
 
+  // Called before an eviction writes dirty blocks back, so that the owner
+  // (the Image) first puts on disk what must precede refcount increases:
+  // entries that only lose COPIED (docs/format.md, section 2).
+  void set_before_eviction(std::function<Status()> fn) { before_eviction_ = std::move(fn); }
+
   // Makes allocate() look for free clusters at `cluster` and above only (for
   // repairs, which must not trust stored zeros below the file's end).
   void allocate_from(uint64_t cluster) { free_hint_ = std::max(free_hint_, cluster); }
@@ -78,6 +83,7 @@ class Refcounts {
   std::vector<bool> table_dirty_;
   std::unordered_map<uint64_t, Block> blocks_;
   uint64_t free_hint_ = 0;  // no free cluster below this index
+  std::function<Status()> before_eviction_;
 };
 
 // The size of a new refcount structure: refcount blocks for every cluster

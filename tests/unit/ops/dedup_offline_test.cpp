@@ -145,6 +145,42 @@ TEST_CASE("dedup-offline merges duplicates in every table and keeps every view a
   CHECK(guest_views(again.after) == before);
 }
 
+TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no record)",
+          "[ops][dedup-offline][resume]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 \"$IMG\" 4M\n"
+      "qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x11 2M 64k' \"$IMG\" >/dev/null\n");
+  REQUIRE(made.is_ok());
+  const std::vector<Bytes> before = guest_views(*made);
+  io::MemoryFileSystem fs;
+  fs.add_bytes("v2.qcow2", *made);
+  std::atomic<bool> cancel{false};
+  DedupOfflineJob job;
+  job.images = {"v2.qcow2"};
+  job.threads = 1;
+  job.checkpoint_bytes = 1;
+  job.cancel = &cancel;
+  job.progress = [&](uint64_t, uint64_t) { cancel = true; };
+  DedupOfflineReport first = dedup_offline(fs, job);
+  INFO(first.images[0].error);
+  CHECK(first.images[0].outcome == ImageOutcome::kInterrupted);
+  CHECK(refcheck(fs.bytes("v2.qcow2")).clean());
+  cancel = false;
+  job.progress = nullptr;
+  DedupOfflineReport second = dedup_offline(fs, job);
+  INFO(second.images[0].error);
+  REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
+  CHECK_FALSE(second.images[0].resumed);
+  const Bytes after = fs.bytes("v2.qcow2");
+  CHECK(refcheck(after).clean());
+  CHECK(guest_views(after) == before);
+  CHECK(used_clusters(after) < used_clusters(*made));
+}
+
 TEST_CASE("a dedup-offline batch runs two images at once and fails bad ones alone",
           "[ops][dedup-offline][batch]") {
   if (!testsupport::have_qemu()) {
