@@ -38,9 +38,14 @@ class Deduplicator {
 
   // Keepers of an interrupted run: met already.
   Status adopt_resumed_keepers() {
-    return index_.for_each_sorted([this](const uint8_t* hash, const IndexEntry& e) -> Status {
+    std::unordered_set<uint64_t> targets;
+    for (const PendingRemap& p : o_.resume_pending) {
+      if (p.target_offset > kPendingToBacking) targets.insert(p.target_offset);
+    }
+    return index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
       const uint64_t c = e.host_offset >> g_.cluster_bits;
       seen_.insert(c);
+      if (targets.count(e.host_offset)) target_owner_[e.host_offset] = e.owner_guest_cluster;
       if (e.owner_guest_cluster & kOwnerNotActive) {
         std::array<uint8_t, hash::kMaxDigestSize> h{};
         std::memcpy(h.data(), hash, pool_.digest_size());
@@ -56,8 +61,8 @@ class Deduplicator {
     for (const PendingRemap& p : o_.resume_pending) {
       QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(p.cluster));
       if (rc == 0) continue;
-      seen_.insert(p.cluster);
       if (p.target_offset == 0 || p.target_offset == kPendingToBacking) {
+        seen_.insert(p.cluster);
         remap_[p.cluster] = {p.target_offset == 0 ? zero_entry() : L2Entry{}, rc};
         continue;
       }
@@ -67,7 +72,17 @@ class Deduplicator {
         base = it->second;
       } else {
         QD_ASSIGN_OR_RETURN(base, image_.refcount(keeper));
+        if (base == 1) {
+          // No merge into it reached the disk (the run stopped inside a table):
+          // its only entry may carry COPIED again and must lose it first. Where
+          // that entry is only the index knows; without it, the copy is simply
+          // met and hashed again.
+          auto owner = target_owner_.find(p.target_offset);
+          if (owner == target_owner_.end()) continue;
+          if (o_.apply) QD_TRY(clear_owner_copied(owner->second));
+        }
       }
+      seen_.insert(p.cluster);
       planned_[keeper] = base + rc;
       remap_[p.cluster] = {merged_entry(p.target_offset), rc};
     }
@@ -195,6 +210,7 @@ class Deduplicator {
       }
       QD_TRY(hash_and_plan(std::span<const Pending>(fresh).subspan(
           at, std::min<size_t>(per_batch, fresh.size() - at))));
+      if (o_.progress) o_.progress(t.offset);  // a table can map much: report within it
     }
     QD_TRY(repoint(t, entries));
     stats_.cursor = t.offset + 1;
@@ -411,6 +427,7 @@ class Deduplicator {
   std::unordered_map<uint64_t, uint64_t> planned_;   // keeper -> refcount once merged
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
+  std::unordered_map<uint64_t, uint64_t> target_owner_;  // resumed: keeper offset -> index owner
   std::vector<uint8_t> data_, digests_, skip_, verify_, backing_buf_;
   std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
   std::vector<uint8_t> piece_digests_, piece_skip_;
@@ -421,9 +438,6 @@ class Deduplicator {
 Result<OfflineStats> dedup_in_place(qcow2::Image& image, hash::HashPool& pool, DedupIndex& index,
                                     const OfflineOptions& options,
                                     std::vector<PendingRemap>* pending_out) {
-  if (index.size() != 0 && options.resume_cursor == 0) {
-    return invalid_argument("dedup_in_place needs an empty index unless it resumes");
-  }
   Deduplicator d(image, pool, index, options);
   return d.run(pending_out);
 }

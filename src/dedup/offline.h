@@ -62,8 +62,9 @@ struct OfflineOptions {
   // yet; it records progress (write_resume_record). A checkpoint comes after
   // checkpoint_bytes read, or 16 times the index's bytes if more.
   std::function<Status(uint64_t cursor, const std::vector<PendingRemap>& pending)> checkpoint;
-  // Called after each table with the host offset reached (tables are walked in
-  // increasing host offset, so this over the file size is the share done).
+  // Called after each read batch and each table with the host offset of the
+  // table (tables are walked in increasing host offset, so this over the file
+  // size is the share done).
   std::function<void(uint64_t host_offset)> progress;
 };
 
@@ -118,7 +119,8 @@ struct OfflineStats {
 // Runs over `image` (open writable unless !options.apply; checked clean and
 // without leaks by the caller, so that every stored refcount equals the
 // cluster's number of references). `index` is empty, or holds the keepers of
-// an interrupted run (with options.resume_cursor); on return it holds
+// an interrupted run (with options.resume_cursor, which is 0 when that run
+// stopped inside its first table); on return it holds
 // one entry per keeper (owner: an active guest cluster mapping it, or
 // kOwnerNotActive for keepers only snapshots map). With apply, every change is
 // flushed and the freed clusters punched before it returns.

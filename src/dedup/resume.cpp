@@ -66,8 +66,8 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
   QD_ASSIGN_OR_RETURN(uint64_t file_size, image.file().size());
   QD_TRY(validate_dedup_extension(r.index, file_size, g.cluster_size, g.refcount_max));
   if (r.index.hash_size != index.hash_size()) return corruption("progress record: other hash");
-  if (r.pending_count > file_size / 16 || r.pending_offset > file_size ||
-      r.pending_count * 16 > file_size - r.pending_offset) {
+  if (r.pending_count != 0 && (r.pending_count > file_size / 16 || r.pending_offset > file_size ||
+                               r.pending_count * 16 > file_size - r.pending_offset)) {
     return corruption("progress record: pending copies outside the file");
   }
   ResumeLoader loader(image, index);

@@ -145,6 +145,47 @@ TEST_CASE("dedup-offline merges duplicates in every table and keeps every view a
   CHECK(guest_views(again.after) == before);
 }
 
+TEST_CASE("dedup-offline interrupted inside its first table resumes from cursor 0",
+          "[ops][dedup-offline][resume]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // 64 KiB clusters, one L2 table, 24 MiB of data: three 8 MiB read batches.
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 \"$IMG\" 64M\n"
+      "qemu-io -c 'write -P 0x11 0 12M' -c 'write -P 0x22 12M 12M' \"$IMG\" >/dev/null\n");
+  REQUIRE(made.is_ok());
+  const Run whole = run_on(*made, false);
+  io::MemoryFileSystem fs;
+  fs.add_bytes("i.qcow2", *made);
+  // Cancelled after the first batch of the only table: its clusters are
+  // planned (keepers in the index), nothing is repointed, the cursor is 0.
+  std::atomic<bool> cancel{false};
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.threads = 1;
+  job.jobs = 1;
+  job.checkpoint_bytes = 1;
+  job.cancel = &cancel;
+  job.progress = [&](uint64_t, uint64_t) { cancel = true; };
+  DedupOfflineReport first = dedup_offline(fs, job);
+  INFO(first.images[0].error);
+  REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
+  CHECK(first.images[0].stats.cursor == 0);
+  CHECK(refcheck(fs.bytes("i.qcow2")).clean());
+  cancel = false;
+  job.progress = nullptr;
+  DedupOfflineReport second = dedup_offline(fs, job);
+  INFO(second.images[0].error << second.images[0].resume_note);
+  REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
+  CHECK(second.images[0].resumed);
+  const Bytes after = fs.bytes("i.qcow2");
+  INFO(refcheck(after).summary());
+  CHECK(refcheck(after).clean());
+  CHECK(used_clusters(after) == used_clusters(whole.after));
+}
+
 TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no record)",
           "[ops][dedup-offline][resume]") {
   if (!testsupport::have_qemu()) {
