@@ -7,7 +7,8 @@
 # before, every snapshot reads back unchanged (qemu-img convert -l), the number of data
 # clusters (counted by an independent walker, tests/lib/qcow2_data_clusters.py) equals the
 # number of distinct non-zero contents (at the refcount cap: plus the copies the cap
-# forces), the dry run's figures are the run's, and `du` shrank. Then --against-backing
+# forces), the dry run's figures are the run's, `du` shrank, and stock qemu-io writing into
+# shared clusters afterwards changes only what it writes. Then --against-backing
 # over a backing file (v2 and v3), a persistent bitmap
 # read back through qemu-nbd, a batch with a corrupt and a locked image, SIGINT and
 # SIGKILL in the middle of a run.
@@ -135,6 +136,17 @@ for t in "${cases[@]}"; do
   expect_eq "$(jq '.images[0]."bytes-freed"' "$out")" 0 "$name: a second run frees nothing"
   run qemu-img compare "$name-orig.qcow2" "$img"
   expect_status 0 "$name: identical after the second run"
+
+  # Stock QEMU writes into a cluster whose content is shared (copy on write, the other
+  # references keep theirs): the same writes on the original give the same disk, and
+  # qemu-img check stays clean (the sharing does not end: the keeper has more references).
+  for f in "$name-orig.qcow2" "$img"; do
+    qio "$f" "write -P 0x77 $((3 * c)) $c" "write -P 0x78 $((c / 2)) 512"
+  done
+  run qemu-img compare "$name-orig.qcow2" "$img"
+  expect_status 0 "$name: identical after qemu-io wrote into shared clusters"
+  [ "$layout" = snap ] && expect_snapshots_same "$name-orig.qcow2" "$img" "$name after qemu-io"
+  expect_check_clean "$img" "$name: after qemu-io wrote into shared clusters"
   rm -f "$name-orig.qcow2" "$img"
 done
 
