@@ -60,6 +60,10 @@ nlohmann::ordered_json stats_json(const dedup::OfflineStats& s, uint64_t cluster
   j["zero-clusters"] = s.zero_clusters;
   j["preallocated-zero-clusters"] = s.preallocated_zero;
   j["backing-clusters"] = s.backing_clusters;
+  j["compressed-clusters"] = s.compressed_clusters;
+  j["compressed-copies"] = s.compressed_copies;
+  j["compressed-host-clusters-freed"] = s.compressed_hosts_freed;
+  j["undecodable-compressed-clusters"] = s.undecodable_compressed;
   j["entries-remapped"] = s.entries_remapped;
   j["refcount-cap-overflows"] = s.cap_overflows;
   j["verify-mismatches"] = s.verify_mismatches;
@@ -179,6 +183,14 @@ void render_human(const ops::DedupOfflineReport& r, bool dry_run) {
     if (i.leaks_freed) line += "; " + std::to_string(i.leaks_freed) + " leaked clusters freed";
     if (i.stats.cap_overflows) {
       line += "; " + std::to_string(i.stats.cap_overflows) + " copies kept at the refcount cap";
+    }
+    if (i.stats.compressed_clusters) {
+      line += "; " + std::to_string(i.stats.compressed_clusters) + " compressed (" +
+              std::to_string(i.stats.compressed_copies) + " of them copies)";
+    }
+    if (i.stats.undecodable_compressed) {
+      line += "; " + std::to_string(i.stats.undecodable_compressed) +
+              " compressed clusters that do not decompress left as they are";
     }
     char t[64];
     std::snprintf(t, sizeof t, "; %.2f s", i.seconds);

@@ -99,6 +99,7 @@ Status DedupWriter::write_index(DedupExtension& ext) {
   QD_ASSIGN_OR_RETURN(uint64_t offset, image_.end_of_file_cluster());
   auto keep = [this](const IndexEntry& e) -> Result<bool> {
     if (e.owner_guest_cluster & kOwnerNotActive) return false;  // no active owner
+    if (e.host_offset & kKeeperCompressed) return false;        // not in the entry format
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> image_.geometry().cluster_bits));
     return rc != 0 && rc < cap_;  // else not a target any more
   };

@@ -32,6 +32,10 @@ namespace qdedup::dedup {
 // only snapshots map): the bit is set, the rest is the L2 entry's file offset.
 // Such entries are not written to the on-disk index.
 inline constexpr uint64_t kOwnerNotActive = 1ull << 63;
+// A host offset with bit 62 set is a compressed cluster descriptor
+// (dedup-offline's compressed keepers, kept in its progress record only):
+// such entries are not written to the on-disk index either.
+inline constexpr uint64_t kKeeperCompressed = 1ull << 62;
 
 struct IndexEntry {
   uint64_t host_offset = 0;          // the shared host cluster

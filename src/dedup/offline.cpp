@@ -9,7 +9,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "qcow2/compress.h"
 #include "qcow2/walk.h"
+#include "util/text.h"
 
 namespace qdedup::dedup {
 
@@ -22,6 +24,12 @@ using qcow2::L2TableVisit;
 
 // Clusters are read and hashed in batches of about this size.
 constexpr uint64_t kBatchBytes = 8ull << 20;
+
+// Copies and keepers are keyed by host cluster index, or, when compressed, by
+// their L2 descriptor (bit 62 set, which no cluster index or host offset has).
+constexpr uint64_t kCompressedKey = kKeeperCompressed;
+static_assert(kKeeperCompressed == qcow2::kOflagCompressed, "a key is the descriptor itself");
+bool is_compressed_key(uint64_t key) { return (key & kCompressedKey) != 0; }
 
 class Deduplicator {
  public:
@@ -43,8 +51,9 @@ class Deduplicator {
       if (p.target_offset > kPendingToBacking) targets.insert(p.target_offset);
     }
     return index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
-      const uint64_t c = e.host_offset >> g_.cluster_bits;
+      const uint64_t c = key_of_offset(e.host_offset);
       seen_.insert(c);
+      if (is_compressed_key(c)) return Status::ok();  // no owner to track
       if (targets.count(e.host_offset)) target_owner_[e.host_offset] = e.owner_guest_cluster;
       if (e.owner_guest_cluster & kOwnerNotActive) {
         std::array<uint8_t, hash::kMaxDigestSize> h{};
@@ -56,14 +65,32 @@ class Deduplicator {
   }
 
   // Copies the interrupted run had merged but not fully repointed: their
-  // refcount is now the number of references left, all in tables not done.
+  // refcount (compressed: their count of references) is now the number of
+  // references left, all in tables not done.
   Status adopt_pending() {
     for (const PendingRemap& p : o_.resume_pending) {
-      QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(p.cluster));
+      uint64_t rc = 0;
+      if (is_compressed_key(p.cluster)) {
+        rc = compressed_refs(p.cluster);
+      } else {
+        QD_ASSIGN_OR_RETURN(rc, image_.refcount(p.cluster));
+      }
       if (rc == 0) continue;
       if (p.target_offset == 0 || p.target_offset == kPendingToBacking) {
         seen_.insert(p.cluster);
+        QD_TRY(note_compressed_release(p.cluster, rc));
         remap_[p.cluster] = {p.target_offset == 0 ? zero_entry() : L2Entry{}, rc};
+        continue;
+      }
+      if (is_compressed_key(p.target_offset)) {
+        QD_ASSIGN_OR_RETURN(HostRange keeper, host_range(p.target_offset));
+        for (uint64_t hc = keeper.first; hc <= keeper.last; ++hc) {
+          QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
+          planned_[hc] = base + rc;
+        }
+        seen_.insert(p.cluster);
+        QD_TRY(note_compressed_release(p.cluster, rc));
+        remap_[p.cluster] = {keeper_entry(p.target_offset), rc};
         continue;
       }
       const uint64_t keeper = p.target_offset >> g_.cluster_bits;
@@ -83,6 +110,7 @@ class Deduplicator {
         }
       }
       seen_.insert(p.cluster);
+      QD_TRY(note_compressed_release(p.cluster, rc));
       planned_[keeper] = base + rc;
       remap_[p.cluster] = {merged_entry(p.target_offset), rc};
     }
@@ -96,7 +124,8 @@ class Deduplicator {
       const L2Entry z = zero_entry();
       const bool is_zero = r.target.word == z.word && r.target.bitmap == z.bitmap;
       const bool unallocated = !is_zero && r.target.word == 0 && r.target.bitmap == 0;
-      out.push_back({c, unallocated ? kPendingToBacking : r.target.host_offset()});
+      const uint64_t target = r.target.compressed() ? r.target.word : r.target.host_offset();
+      out.push_back({c, unallocated ? kPendingToBacking : target});
     }
     std::sort(out.begin(), out.end(),
               [](const PendingRemap& a, const PendingRemap& b) { return a.cluster < b.cluster; });
@@ -136,6 +165,7 @@ class Deduplicator {
 
   Result<OfflineStats> run(std::vector<PendingRemap>* pending_out) {
     start_estimates();
+    QD_TRY(count_compressed_references());
     if (index_.size() != 0) QD_TRY(adopt_resumed_keepers());
     QD_TRY(adopt_pending());
     stats_.cursor = o_.resume_cursor;
@@ -144,6 +174,7 @@ class Deduplicator {
           return visit(t, entries);
         });
     if (!st && !stats_.interrupted) return st;
+    count_compressed_hosts_freed();
     if (o_.apply) QD_TRY(put_on_disk());
     if (pending_out) *pending_out = pending();
     return stats_;
@@ -152,8 +183,8 @@ class Deduplicator {
  private:
   // A data cluster met for the first time, to be read and hashed.
   struct Pending {
-    uint64_t cluster = 0;  // host cluster index
-    uint64_t refcount = 0;
+    uint64_t cluster = 0;  // host cluster index, or compressed descriptor (a key)
+    uint64_t refcount = 0;  // its references
     uint64_t owner = 0;    // see owner_of()
     // --against-backing: the guest offset of its only reference, else kNone.
     uint64_t guest_offset = kNone;
@@ -169,6 +200,87 @@ class Deduplicator {
   bool is_data(const L2EntryVisit& v) const {
     if (v.type != ClusterType::kNormal) return false;
     return !g_.extended_l2 || v.entry.bitmap == qcow2::kBitmapAllAllocated;
+  }
+  // Data to hash: a whole uncompressed cluster or a compressed one.
+  bool is_content(const L2EntryVisit& v) const {
+    return is_data(v) || v.type == ClusterType::kCompressed;
+  }
+  // The key of a content entry.
+  uint64_t key_of(const L2EntryVisit& v) const {
+    if (v.type == ClusterType::kCompressed) return v.entry.word & ~qcow2::kOflagCopied;
+    return v.entry.host_offset() >> g_.cluster_bits;
+  }
+  // The key of an index entry's or a pending copy's host offset.
+  uint64_t key_of_offset(uint64_t host_offset) const {
+    return is_compressed_key(host_offset) ? host_offset : host_offset >> g_.cluster_bits;
+  }
+  uint64_t offset_of_key(uint64_t key) const {
+    return is_compressed_key(key) ? key : key << g_.cluster_bits;
+  }
+
+  // The host clusters a key's bytes lie in.
+  struct HostRange {
+    uint64_t first = 0, last = 0;
+  };
+  Result<HostRange> host_range(uint64_t key) const {
+    if (!is_compressed_key(key)) return HostRange{key, key};
+    const qcow2::CompressedRange r = qcow2::compressed_range(g_, L2Entry{key, 0});
+    if (r.offset == 0 || r.length == 0 || r.offset + r.length > qcow2::kMaxFileOffset) {
+      return corruption("compressed cluster descriptor " + hex(key) + " out of range");
+    }
+    return HostRange{r.offset >> g_.cluster_bits, (r.offset + r.length - 1) >> g_.cluster_bits};
+  }
+
+  // Every compressed descriptor's number of references (one per path
+  // through the tables, as QEMU counts them), before anything changes.
+  Status count_compressed_references() {
+    return qcow2::walk_l2_tables(
+        image_, [this](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+          for (const L2EntryVisit& v : entries) {
+            if (v.type == ClusterType::kCompressed) compressed_refs_[key_of(v)] += t.reference_count();
+          }
+          return Status::ok();
+        });
+  }
+  uint64_t compressed_refs(uint64_t key) const {
+    auto it = compressed_refs_.find(key);
+    return it == compressed_refs_.end() ? 0 : it->second;
+  }
+
+  // A host cluster's refcount before this run changed it (the cluster of a
+  // compressed stream; cached when first asked, before any change reaches it).
+  Result<uint64_t> initial_refcount(uint64_t hc) {
+    if (auto it = initial_.find(hc); it != initial_.end()) return it->second;
+    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(hc));
+    initial_.emplace(hc, rc);
+    return rc;
+  }
+  // The refcount a compressed keeper's host cluster will have once every
+  // merge planned into it is done (releases not counted: an upper bound).
+  Result<uint64_t> planned_refcount(uint64_t hc) {
+    if (auto it = planned_.find(hc); it != planned_.end()) return it->second;
+    return initial_refcount(hc);
+  }
+  // A compressed copy that will lose its `refs` references: its host
+  // clusters lose as many (what frees them is counted at the end).
+  Status note_compressed_release(uint64_t key, uint64_t refs) {
+    if (!is_compressed_key(key)) return Status::ok();
+    QD_ASSIGN_OR_RETURN(HostRange r, host_range(key));
+    for (uint64_t hc = r.first; hc <= r.last; ++hc) {
+      QD_TRY(initial_refcount(hc).status());
+      compressed_released_[hc] += refs;
+    }
+    return Status::ok();
+  }
+  // Host clusters of compressed copies that nothing references once the plan
+  // is done: every reference released, none gained.
+  void count_compressed_hosts_freed() {
+    for (const auto& [hc, released] : compressed_released_) {
+      auto init = initial_.find(hc);
+      if (!planned_.count(hc) && init != initial_.end() && init->second == released) {
+        ++stats_.compressed_hosts_freed;
+      }
+    }
   }
 
   // The index owner of entry `i` of `t`: its guest cluster when the active L1
@@ -186,14 +298,20 @@ class Deduplicator {
     if (t.offset < o_.resume_cursor) return Status::ok();  // done before the interruption
     std::vector<Pending> fresh;
     for (const L2EntryVisit& v : entries) {
-      if (!is_data(v)) continue;
-      const uint64_t c = v.entry.host_offset() >> g_.cluster_bits;
+      if (!is_content(v)) continue;
+      const uint64_t c = key_of(v);
       if (remap_.count(c)) continue;
       if (seen_.count(c)) {
         if (t.referenced_by_active()) QD_TRY(adopt_owner(c, owner_of(t, v)));
         continue;
       }
-      QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(c));
+      uint64_t rc = 0;
+      if (is_compressed_key(c)) {
+        rc = compressed_refs(c);
+        if (rc == 0) return corruption("compressed cluster not met by the reference count");
+      } else {
+        QD_ASSIGN_OR_RETURN(rc, image_.refcount(c));
+      }
       if (rc > 1) seen_.insert(c);
       Pending p{c, rc, owner_of(t, v)};
       if (o_.against_backing && rc == 1 && t.reference_count() == 1) {
@@ -231,9 +349,24 @@ class Deduplicator {
     data_.resize(batch.size() * cs);
     digests_.resize(batch.size() * pool_.digest_size());
     skip_.assign(batch.size(), 0);
+    undecodable_.assign(batch.size(), 0);
     for (size_t i = 0; i < batch.size();) {
+      if (is_compressed_key(batch[i].cluster)) {
+        std::span<uint8_t> out(data_.data() + i * cs, cs);
+        Status st = read_compressed(batch[i].cluster, out);
+        if (!st && st.code() != StatusCode::kCorruption) return st;
+        if (!st) {
+          undecodable_[i] = 1;  // left as it is: QEMU cannot read it either
+          std::fill(out.begin(), out.end(), uint8_t{0});
+        }
+        ++i;
+        continue;
+      }
       size_t j = i + 1;
-      while (j < batch.size() && batch[j].cluster == batch[j - 1].cluster + 1) ++j;
+      while (j < batch.size() && !is_compressed_key(batch[j].cluster) &&
+             batch[j].cluster == batch[j - 1].cluster + 1) {
+        ++j;
+      }
       QD_TRY(image_.file().read_or_zero(batch[i].cluster * cs,
                                         std::span<uint8_t>(data_.data() + i * cs, (j - i) * cs)));
       throttle((j - i) * cs);
@@ -243,11 +376,26 @@ class Deduplicator {
                               digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_);
     estimate(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
+      if (undecodable_[i]) {
+        ++stats_.undecodable_compressed;
+        continue;
+      }
       QD_TRY(plan(batch[i], digests_.data() + i * pool_.digest_size(),
                   skip_[i] == hash::HashPool::kZeroChunk,
                   std::span<const uint8_t>(data_.data() + i * cs, cs)));
     }
     return Status::ok();
+  }
+
+  // Reads and decompresses the compressed cluster `key` into `out` (one
+  // cluster). Corruption if the stream does not decompress.
+  Status read_compressed(uint64_t key, std::span<uint8_t> out) {
+    const qcow2::CompressedRange r = qcow2::compressed_range(g_, L2Entry{key, 0});
+    QD_TRY(host_range(key).status());
+    compressed_buf_.resize(r.length);
+    QD_TRY(image_.file().read_or_zero(r.offset, compressed_buf_));
+    throttle(r.length);
+    return qcow2::decompress_cluster(image_.header().compression_type, compressed_buf_, out);
   }
 
   // Whether the backing chain holds `data` at `guest_offset` (zeros past its end).
@@ -267,31 +415,63 @@ class Deduplicator {
 
   Status plan(const Pending& p, const uint8_t* digest, bool zero, std::span<const uint8_t> data) {
     ++stats_.data_clusters;
+    if (is_compressed_key(p.cluster)) ++stats_.compressed_clusters;
     if (zero && zeros_allowed_) {
-      remap_[p.cluster] = {zero_entry(), p.refcount};
+      QD_TRY(drop(p, zero_entry()));
       ++stats_.zero_clusters;
       return Status::ok();
     }
     if (p.guest_offset != kNone) {
       QD_ASSIGN_OR_RETURN(bool same, backing_holds(p.guest_offset, data));
       if (same) {
-        remap_[p.cluster] = {L2Entry{}, p.refcount};  // unallocated: read from the backing chain
+        QD_TRY(drop(p, L2Entry{}));  // unallocated: read from the backing chain
         ++stats_.backing_clusters;
         return Status::ok();
       }
     }
     QD_ASSIGN_OR_RETURN(std::optional<IndexEntry> hit, index_.find(digest));
     if (!hit) return add_keeper(digest, p);
-    const uint64_t keeper = hit->host_offset >> g_.cluster_bits;
+    const uint64_t keeper = key_of_offset(hit->host_offset);
     if (keeper == p.cluster) return Status::ok();  // a keeper of the interrupted run
     if (o_.verify) {
       verify_.resize(g_.cluster_size);
-      QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
-      throttle(g_.cluster_size);
+      if (is_compressed_key(keeper)) {
+        QD_TRY(read_compressed(keeper, verify_));
+      } else {
+        QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
+        throttle(g_.cluster_size);
+      }
       if (std::memcmp(verify_.data(), data.data(), data.size()) != 0) {
         ++stats_.verify_mismatches;  // kept as it is, outside the index
         return Status::ok();
       }
+    }
+    QD_ASSIGN_OR_RETURN(bool room, reserve(keeper, p.refcount, hit->owner_guest_cluster));
+    if (!room) {
+      ++stats_.cap_overflows;  // the copy keeps this content from now on
+      inactive_keepers_.erase(keeper);  // the full keeper is not an index entry again
+      return add_keeper(digest, p);
+    }
+    QD_TRY(drop(p, keeper_entry(hit->host_offset)));
+    ++stats_.duplicate_clusters;
+    return Status::ok();
+  }
+
+  // Plans `refs` more references to `keeper` if every host cluster it lies
+  // in stays within the cap; an uncompressed keeper about to leave refcount 1
+  // first loses COPIED on its only entry (found through `owner`).
+  Result<bool> reserve(uint64_t keeper, uint64_t refs, uint64_t owner) {
+    if (is_compressed_key(keeper)) {
+      QD_ASSIGN_OR_RETURN(HostRange r, host_range(keeper));
+      for (uint64_t hc = r.first; hc <= r.last; ++hc) {
+        QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
+        if (base + refs > cap_) return false;
+      }
+      for (uint64_t hc = r.first; hc <= r.last; ++hc) {
+        QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
+        planned_[hc] = base + refs;
+      }
+      return true;
     }
     auto planned = planned_.find(keeper);
     uint64_t base = 0;
@@ -300,20 +480,23 @@ class Deduplicator {
     } else {
       QD_ASSIGN_OR_RETURN(base, image_.refcount(keeper));
     }
-    if (base + p.refcount > cap_) {
-      ++stats_.cap_overflows;  // the copy keeps this content from now on
-      inactive_keepers_.erase(keeper);  // the full keeper is not an index entry again
-      return add_keeper(digest, p);
-    }
-    if (base == 1 && o_.apply) QD_TRY(clear_owner_copied(hit->owner_guest_cluster));
-    planned_[keeper] = base + p.refcount;
-    remap_[p.cluster] = {merged_entry(hit->host_offset), p.refcount};
-    ++stats_.duplicate_clusters;
-    return Status::ok();
+    if (base + refs > cap_) return false;
+    if (base == 1 && o_.apply) QD_TRY(clear_owner_copied(owner));
+    planned_[keeper] = base + refs;
+    return true;
+  }
+
+  // The copy `p`'s references are to be repointed to `target`.
+  Status drop(const Pending& p, const L2Entry& target) {
+    remap_[p.cluster] = {target, p.refcount};
+    if (!is_compressed_key(p.cluster)) return Status::ok();
+    ++stats_.compressed_copies;
+    return note_compressed_release(p.cluster, p.refcount);
   }
 
   Status add_keeper(const uint8_t* digest, const Pending& p) {
-    QD_TRY(index_.insert(digest, p.cluster << g_.cluster_bits, p.owner));
+    QD_TRY(index_.insert(digest, offset_of_key(p.cluster), p.owner));
+    if (is_compressed_key(p.cluster)) return Status::ok();  // no COPIED, no on-disk entry
     if (p.owner & kOwnerNotActive) {
       std::array<uint8_t, hash::kMaxDigestSize> h{};
       std::memcpy(h.data(), digest, pool_.digest_size());
@@ -349,21 +532,23 @@ class Deduplicator {
   Status repoint(const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
     const uint64_t refs = t.reference_count();
     for (const L2EntryVisit& v : entries) {
-      const uint64_t c = v.entry.host_offset() >> g_.cluster_bits;
       L2Entry target;
-      if (is_data(v)) {
+      if (is_content(v)) {
+        const uint64_t c = key_of(v);
         auto it = remap_.find(c);
         if (it == remap_.end()) continue;
         target = it->second.target;
         it->second.remaining -= std::min(it->second.remaining, refs);
         if (it->second.remaining == 0) {
-          released_.push_back(c);
+          QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
+          for (uint64_t hc = held.first; hc <= held.last; ++hc) released_.push_back(hc);
           remap_.erase(it);
         }
-        if (target.host_offset() != 0 && t.referenced_by_active()) {
+        if (!target.compressed() && target.host_offset() != 0 && t.referenced_by_active()) {
           QD_TRY(adopt_owner(target.host_offset() >> g_.cluster_bits, owner_of(t, v)));
         }
       } else if (v.type == ClusterType::kZeroAlloc) {
+        const uint64_t c = v.entry.host_offset() >> g_.cluster_bits;
         QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(c));
         if (rc != 1 || !zeros_allowed_) continue;  // shared: left as it is
         target = zero_entry();
@@ -376,6 +561,12 @@ class Deduplicator {
       if (o_.apply) QD_TRY(image_.remap_entry(t.offset, v.index, target, refs));
     }
     return Status::ok();
+  }
+
+  // The entry of a merged copy: the keeper's descriptor if it is compressed.
+  L2Entry keeper_entry(uint64_t keeper_offset) const {
+    if (is_compressed_key(keeper_offset)) return L2Entry{keeper_offset, 0};
+    return merged_entry(keeper_offset);
   }
 
   L2Entry merged_entry(uint64_t keeper_offset) const {
@@ -428,7 +619,10 @@ class Deduplicator {
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
   std::unordered_map<uint64_t, uint64_t> target_owner_;  // resumed: keeper offset -> index owner
-  std::vector<uint8_t> data_, digests_, skip_, verify_, backing_buf_;
+  std::unordered_map<uint64_t, uint64_t> compressed_refs_;      // descriptor -> references
+  std::unordered_map<uint64_t, uint64_t> initial_;              // host cluster -> refcount at start
+  std::unordered_map<uint64_t, uint64_t> compressed_released_;  // host cluster -> references lost
+  std::vector<uint8_t> data_, digests_, skip_, undecodable_, verify_, backing_buf_, compressed_buf_;
   std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
   std::vector<uint8_t> piece_digests_, piece_skip_;
 };

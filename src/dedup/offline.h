@@ -8,9 +8,17 @@
 // the plan is made and counted but nothing is written, so the figures of a dry
 // run are what the real run frees.
 //
+// Compressed clusters are compared by their uncompressed content and take
+// part like any other: whichever of a compressed and an uncompressed copy the
+// walk meets first is kept. A compressed descriptor's references are counted
+// by a pass over the L2 tables first (its host clusters' refcounts sum every
+// stream they hold), and the refcount cap holds on every host cluster a
+// compressed keeper's stream touches.
+//
 // Memory: the index (dedup/index.h: at most 24 bytes per distinct content),
-// plus per host cluster shared by several tables one set entry, and per copy
-// whose references are not all repointed yet one map entry; one read batch.
+// plus per host cluster shared by several tables one set entry, per copy
+// whose references are not all repointed yet one map entry, per compressed
+// descriptor one map entry; one read batch.
 //
 // Thread safety: none (hashing runs on the pool's threads).
 #pragma once
@@ -28,10 +36,12 @@ namespace qdedup::dedup {
 
 // A copy whose references are being repointed: to the keeper at
 // `target_offset`, or (0) to a zero cluster, or (kPendingToBacking) to an
-// unallocated entry (--against-backing).
+// unallocated entry (--against-backing). A compressed copy or keeper is named
+// by its L2 descriptor, which has kOflagCompressed (bit 62) set: a cluster
+// index or a host offset never has (docs/format.md, 7).
 inline constexpr uint64_t kPendingToBacking = 1;
 struct PendingRemap {
-  uint64_t cluster = 0;  // host cluster index of the copy
+  uint64_t cluster = 0;  // host cluster index of the copy, or its compressed descriptor
   uint64_t target_offset = 0;
 };
 
@@ -79,7 +89,17 @@ struct GranularityEstimate {
 };
 
 struct OfflineStats {
-  uint64_t data_clusters = 0;       // distinct host data clusters met (hashed)
+  // Distinct data met (hashed): host clusters, and compressed descriptors
+  // (each counts once however many entries map it). The copies, zero and
+  // backing counts below count both kinds.
+  uint64_t data_clusters = 0;
+  uint64_t compressed_clusters = 0;    // of data_clusters, compressed descriptors
+  uint64_t compressed_copies = 0;      // of the copies, zero and backing drops, compressed ones
+  // Host clusters freed because every compressed stream they held lost its
+  // last reference (a compressed copy alone frees nothing when another
+  // stream shares its host cluster).
+  uint64_t compressed_hosts_freed = 0;
+  uint64_t undecodable_compressed = 0;  // streams that do not decompress: left as they are
   uint64_t duplicate_clusters = 0;  // copies merged into a keeper
   uint64_t zero_clusters = 0;       // all-zero host clusters dropped
   uint64_t preallocated_zero = 0;   // preallocated zero clusters made plain (host cluster freed)
@@ -96,6 +116,10 @@ struct OfflineStats {
   // Adds another run's counts (a batch's total; estimates are not added).
   OfflineStats& operator+=(const OfflineStats& o) {
     data_clusters += o.data_clusters;
+    compressed_clusters += o.compressed_clusters;
+    compressed_copies += o.compressed_copies;
+    compressed_hosts_freed += o.compressed_hosts_freed;
+    undecodable_compressed += o.undecodable_compressed;
     duplicate_clusters += o.duplicate_clusters;
     zero_clusters += o.zero_clusters;
     preallocated_zero += o.preallocated_zero;
@@ -109,7 +133,8 @@ struct OfflineStats {
   }
   // Host clusters the plan frees.
   uint64_t clusters_freed() const {
-    return duplicate_clusters + zero_clusters + preallocated_zero + backing_clusters;
+    return duplicate_clusters + zero_clusters + backing_clusters - compressed_copies +
+           preallocated_zero + compressed_hosts_freed;
   }
   uint64_t data_clusters_after() const {
     return data_clusters - duplicate_clusters - zero_clusters - backing_clusters;

@@ -12,18 +12,30 @@ namespace qdedup::dedup {
 
 namespace {
 
+// A compressed keeper or copy: an L2 compressed descriptor (bit 62 set, bit 63
+// clear) whose bytes start inside the file, past the header cluster.
+bool compressed_descriptor_ok(uint64_t word, const qcow2::Geometry& g, uint64_t file_size) {
+  if (!(word & kKeeperCompressed) || (word & qcow2::kOflagCopied)) return false;
+  const qcow2::CompressedRange r = qcow2::compressed_range(g, qcow2::L2Entry{word, 0});
+  return r.offset >= g.cluster_size && r.offset < file_size && r.length <= qcow2::kMaxFileOffset - r.offset;
+}
+
 class ResumeLoader final : public IndexVisitor {
  public:
-  ResumeLoader(qcow2::Image& image, DedupIndex& index) : image_(image), index_(index) {}
+  ResumeLoader(qcow2::Image& image, DedupIndex& index, uint64_t file_size)
+      : image_(image), index_(index), file_size_(file_size) {}
   Status misordered(uint64_t n, const StoredIndexEntry&, int) override {
     return corruption("progress record entry " + std::to_string(n) + " out of order");
   }
   Status entry(uint64_t n, const StoredIndexEntry& e) override {
     const qcow2::Geometry& g = image_.geometry();
-    if (!index_host_offset_ok(e.host_offset, g.cluster_size)) {
+    uint64_t first_cluster = e.host_offset >> g.cluster_bits;
+    if (compressed_descriptor_ok(e.host_offset, g, file_size_)) {
+      first_cluster = qcow2::compressed_range(g, qcow2::L2Entry{e.host_offset, 0}).offset >> g.cluster_bits;
+    } else if (!index_host_offset_ok(e.host_offset, g.cluster_size)) {
       return corruption("progress record entry " + std::to_string(n) + ": invalid host offset");
     }
-    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(e.host_offset >> g.cluster_bits));
+    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(first_cluster));
     if (rc == 0) return corruption("progress record entry " + std::to_string(n) + ": cluster not in use");
     return index_.insert(e.hash.data(), e.host_offset, e.owner_guest_cluster);
   }
@@ -32,6 +44,7 @@ class ResumeLoader final : public IndexVisitor {
  private:
   qcow2::Image& image_;
   DedupIndex& index_;
+  uint64_t file_size_;
 };
 
 void remove_record(qcow2::Header& h) {
@@ -70,7 +83,7 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
                                r.pending_count * 16 > file_size - r.pending_offset)) {
     return corruption("progress record: pending copies outside the file");
   }
-  ResumeLoader loader(image, index);
+  ResumeLoader loader(image, index, file_size);
   QD_TRY(read_index(image.file(), r.index, loader));
   std::vector<uint8_t> bytes(r.pending_count * 16);
   QD_TRY(image.file().read_exact(r.pending_offset, bytes, "progress record"));
@@ -80,9 +93,12 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
   pending.clear();
   for (uint64_t i = 0; i < r.pending_count; ++i) {
     PendingRemap p{load_be64(bytes.data() + 16 * i), load_be64(bytes.data() + 16 * i + 8)};
-    if (p.cluster == 0 || p.cluster >= (file_size >> g.cluster_bits) ||
-        (p.target_offset > kPendingToBacking &&
-         !index_host_offset_ok(p.target_offset, g.cluster_size))) {
+    const bool copy_ok = compressed_descriptor_ok(p.cluster, g, file_size) ||
+                         (p.cluster != 0 && p.cluster < (file_size >> g.cluster_bits));
+    const bool target_ok = p.target_offset <= kPendingToBacking ||
+                           index_host_offset_ok(p.target_offset, g.cluster_size) ||
+                           compressed_descriptor_ok(p.target_offset, g, file_size);
+    if (!copy_ok || !target_ok) {
       return corruption("progress record: pending copy " + std::to_string(i) + " is invalid");
     }
     pending.push_back(p);

@@ -18,10 +18,13 @@ COUNT="python3 $(cd "$(dirname "$0")/../lib" && pwd)/qcow2_data_clusters.py"
 
 allocated() { echo $(($(stat -c %b "$1") * 512)); }
 data_clusters() { $COUNT "$1" | cut -d' ' -f1; }
+compressed_clusters() { $COUNT "$1" | cut -d' ' -f2; }
 
 # fill IMG C SPAN SNAPSHOTS: guest clusters of C bytes; SPAN is the guest bytes one L2
-# table maps, so that writes at SPAN land in a second table. Distinct non-zero contents
-# stored uncompressed: 0x11, 0x22, 0x33, 0x55 (4); 0x44 is written compressed.
+# table maps, so that writes at SPAN land in a second table. Distinct non-zero contents:
+# 0x11, 0x22, 0x33, 0x55 (4) first met uncompressed, so kept so; 0x44, first met
+# compressed (twice, then once uncompressed), so kept compressed (1); a compressed copy of
+# 0x11 after its uncompressed keeper.
 fill() {
   local img=$1 c=$2 span=$3 snaps=$4 cmds=() i b
   for i in $(seq 0 11); do
@@ -30,6 +33,7 @@ fill() {
   done
   cmds+=("write -P 0 $((12 * c)) $((2 * c))" "write -z $((14 * c)) $c"
     "write -c -P 0x44 $((15 * c)) $c" "write -c -P 0x44 $((16 * c)) $c"
+    "write -P 0x44 $((17 * c)) $c" "write -c -P 0x11 $((18 * c)) $c"
     "write -P 0x22 $span $c" "write -P 0x11 $((span + c)) $c")
   qio "$img" "${cmds[@]}"
   [ "$snaps" = snap ] || return 0
@@ -58,6 +62,7 @@ expect_snapshots_same() {
 cases=(
   # name | create options | cluster size | L2 entry bytes | layout | expected data clusters
   "v3-64k|compat=1.1|65536|8|snap|4"
+  "zstd|compat=1.1,compression_type=zstd|65536|8|snap|4"
   "v2-64k|compat=0.10|65536|8|snap|4"
   "v3-512|compat=1.1,cluster_size=512|512|8|snap|4"
   "v3-4k|compat=1.1,cluster_size=4k|4096|8|snap|4"
@@ -77,9 +82,10 @@ for t in "${cases[@]}"; do
     cmds=()
     for i in $(seq 0 9); do cmds+=("write -P 0x66 $((i * c)) $c"); done
     qio "$img" "${cmds[@]}"
-    want=4
+    want=4 want_compressed=0
   else
     fill "$img" "$c" "$span" "$layout"
+    want_compressed=1
   fi
   cp "$img" "$name-orig.qcow2"
   before_alloc=$(allocated "$img")
@@ -98,7 +104,9 @@ for t in "${cases[@]}"; do
   [ "$layout" = snap ] && expect_snapshots_same "$name-orig.qcow2" "$img" "$name"
 
   expect_eq "$(data_clusters "$img")" "$want" "$name: data clusters after"
-  expect_eq "$(jq '.images[0]."data-clusters-after"' run.json)" "$want" "$name: reported data clusters"
+  expect_eq "$(compressed_clusters "$img")" "$want_compressed" "$name: compressed clusters after"
+  expect_eq "$(jq '.images[0]."data-clusters-after"' run.json)" $((want + want_compressed)) \
+    "$name: reported data clusters (compressed ones included)"
   for k in duplicate-clusters zero-clusters bytes-freed data-clusters-before; do
     expect_eq "$(jq ".images[0].\"$k\"" dry.json)" "$(jq ".images[0].\"$k\"" run.json)" \
       "$name: dry run's $k equals the run's"
@@ -114,7 +122,7 @@ for t in "${cases[@]}"; do
     "$name: one estimate per smaller cluster size"
   if [ "$n_est" -gt 0 ]; then
     expect_eq "$(jq -c '[.images[0]."at-other-cluster-sizes"[] | ."distinct-chunks"] | unique' dry.json)" \
-      "[$want]" "$name: estimates at smaller clusters"
+      "[$((want + want_compressed))]" "$name: estimates at smaller clusters"
   fi
   after_alloc=$(allocated "$img")
   freed=$(jq '.images[0]."bytes-freed"' run.json)
@@ -140,8 +148,10 @@ for t in "${cases[@]}"; do
   # Stock QEMU writes into a cluster whose content is shared (copy on write, the other
   # references keep theirs): the same writes on the original give the same disk, and
   # qemu-img check stays clean (the sharing does not end: the keeper has more references).
+  # The same into the kept compressed 0x44 cluster (three entries map it now), partly.
   for f in "$name-orig.qcow2" "$img"; do
     qio "$f" "write -P 0x77 $((3 * c)) $c" "write -P 0x78 $((c / 2)) 512"
+    [ "$layout" = cap ] || qio "$f" "write -P 0x79 $((16 * c + c / 2)) 512" "write -P 0x7a $((17 * c)) $c"
   done
   run qemu-img compare "$name-orig.qcow2" "$img"
   expect_status 0 "$name: identical after qemu-io wrote into shared clusters"

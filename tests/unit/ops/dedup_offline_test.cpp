@@ -5,6 +5,7 @@
 // persistent dirty bitmap. The run, its dry run, and a crash at every write.
 #include "ops/dedup_offline.h"
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <vector>
@@ -24,9 +25,13 @@ using testsupport::refcheck;
 
 constexpr uint64_t kCluster = 4096;
 constexpr uint64_t kGuestClusters = (4u << 20) / kCluster;
-// Distinct non-zero contents stored uncompressed: 0x11, 0x22, 0x33, 0x44, 0x55
-// (the compressed 0x33 clusters stay compressed).
+// Distinct non-zero contents: 0x11, 0x22, 0x33, 0x44, 0x55. The walk meets a
+// compressed 0x33 cluster first: it is kept, the other compressed one and the
+// uncompressed one at 264k are merged into it.
 constexpr uint64_t kDistinctData = 5;
+// Keepers in the on-disk index: the uncompressed ones (a compressed keeper is
+// not in the v1 entry format).
+constexpr uint64_t kIndexedData = 4;
 
 // 4 MiB, 4 KiB clusters: two L2 tables. Snapshot s1 shares the second table
 // with s2 (the active state copied it when it wrote at 3M).
@@ -125,12 +130,17 @@ TEST_CASE("dedup-offline merges duplicates in every table and keeps every view a
   CHECK(done.stats.zero_clusters == 2);  // the written zeros at 192k
   CHECK(done.stats.cap_overflows == 0);
   CHECK(done.index_written);
-  CHECK(done.index_entries == kDistinctData);
+  CHECK(done.index_entries == kIndexedData);
+  CHECK(done.stats.compressed_clusters == 2);
+  CHECK(done.stats.compressed_copies == 1);
+  // The two streams share one host cluster, which the keeper's stream keeps.
+  CHECK(done.stats.compressed_hosts_freed == 0);
   // The dry run's figures are the run's.
   CHECK(plan.stats.data_clusters == done.stats.data_clusters);
   CHECK(plan.stats.duplicate_clusters == done.stats.duplicate_clusters);
   CHECK(plan.stats.zero_clusters == done.stats.zero_clusters);
   CHECK(plan.stats.entries_remapped == done.stats.entries_remapped);
+  CHECK(plan.stats.clusters_freed() == done.stats.clusters_freed());
   CHECK(done.stats.clusters_punched == done.stats.clusters_freed());
   // Freed clusters are gone from the refcounts: what qemu-img check counts.
   uint64_t used_before = 0, used_after = 0;
@@ -143,6 +153,113 @@ TEST_CASE("dedup-offline merges duplicates in every table and keeps every view a
   CHECK(again.report.images[0].stats.clusters_freed() == 0);
   CHECK(again.report.images[0].stats.data_clusters == kDistinctData);
   CHECK(guest_views(again.after) == before);
+}
+
+// Runs dedup-offline and its dry run on `image`: the run keeps every view,
+// checks clean (ours and qemu-img's), and frees what the dry run said.
+Run checked_run(const Bytes& image) {
+  const std::vector<Bytes> before = guest_views(image);
+  const Run dry = run_on(image, true);
+  Run real = run_on(image, false);
+  INFO(refcheck(real.after).summary());
+  CHECK(refcheck(real.after).clean());
+  auto qemu = testsupport::qemu_img_check(real.after);
+  REQUIRE(qemu.is_ok());
+  CHECK(*qemu == 0);
+  CHECK(guest_views(real.after) == before);
+  const dedup::OfflineStats& plan = dry.report.images[0].stats;
+  const dedup::OfflineStats& done = real.report.images[0].stats;
+  CHECK(plan.clusters_freed() == done.clusters_freed());
+  CHECK(plan.data_clusters_after() == done.data_clusters_after());
+  CHECK(plan.cap_overflows == done.cap_overflows);
+  CHECK(done.clusters_punched == done.clusters_freed());
+  CHECK(used_clusters(image) - used_clusters(real.after) == done.clusters_freed());
+  return real;
+}
+
+TEST_CASE("dedup-offline: a compressed copy alone in its host cluster frees it",
+          "[ops][dedup-offline][compressed]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // Each qemu-io run starts a new host cluster for its compressed streams.
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 1M\n"
+      "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -c -P 0x77 128k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -P 0x77 192k 4k' -c 'write -c -P 0 256k 4k' \"$IMG\" >/dev/null\n");
+  INFO(made.status().message());
+  REQUIRE(made.is_ok());
+  const Run r = checked_run(*made);
+  const dedup::OfflineStats& s = r.report.images[0].stats;
+  CHECK(s.compressed_clusters == 3);
+  CHECK(s.duplicate_clusters == 2);  // the compressed 0x66, the uncompressed 0x77
+  CHECK(s.zero_clusters == 1);       // the compressed zeros
+  CHECK(s.compressed_copies == 2);
+  // The 0x66 stream's cluster; the zero stream shares one with nothing
+  // either, the 0x77 keeper's stays.
+  CHECK(s.compressed_hosts_freed == 2);
+  CHECK(s.data_clusters_after() == 2);
+  CHECK(r.report.images[0].index_entries == 1);  // the uncompressed 0x66
+}
+
+TEST_CASE("dedup-offline leaves a compressed cluster that does not decompress as it is",
+          "[ops][dedup-offline][compressed]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 1M\n"
+      "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n");
+  REQUIRE(made.is_ok());
+  Bytes image = *made;
+  // Guest cluster 16's entry (one L2 table): a compressed descriptor; its
+  // stream's first bytes become garbage that raw deflate refuses.
+  const uint64_t l1 = load_be64(image.data() + 40);
+  const uint64_t l2 = load_be64(image.data() + l1) & qcow2::kL1eOffsetMask;
+  const uint64_t word = load_be64(image.data() + l2 + 16 * 8);
+  REQUIRE((word & qcow2::kOflagCompressed) != 0);
+  const uint64_t stream = word & ((1ull << 58) - 1);  // 4 KiB clusters: 58 offset bits
+  REQUIRE(stream + 16 <= image.size());
+  std::fill_n(image.begin() + static_cast<std::ptrdiff_t>(stream), 16, uint8_t{0xff});
+  const Run r = run_on(image, false);
+  const dedup::OfflineStats& s = r.report.images[0].stats;
+  CHECK(s.undecodable_compressed == 1);
+  CHECK(s.clusters_freed() == 0);
+  CHECK(load_be64(r.after.data() + l2 + 16 * 8) == word);  // still mapped as it was
+  CHECK(refcheck(r.after).clean());
+}
+
+TEST_CASE("dedup-offline keeps every host cluster of a compressed keeper within the refcount cap",
+          "[ops][dedup-offline][compressed]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // refcount_bits=2 (at most 3): three compressed streams fill one host
+  // cluster's refcount; an uncompressed copy of the first cannot join it.
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 \"$IMG\" 1M\n"
+      "qemu-io -c 'write -c -P 0x61 0 4k' -c 'write -c -P 0x62 4k 4k' "
+      "-c 'write -c -P 0x63 8k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -P 0x61 64k 4k' -c 'write -P 0x61 68k 4k' -c 'write -P 0x62 72k 4k' "
+      "\"$IMG\" >/dev/null\n");
+  INFO(made.status().message());
+  REQUIRE(made.is_ok());
+  std::vector<uint64_t> stored = refcheck(*made).stored;
+  REQUIRE(std::count(stored.begin(), stored.end(), 3) >= 1);  // the shared stream cluster
+  const Run r = checked_run(*made);
+  const dedup::OfflineStats& s = r.report.images[0].stats;
+  CHECK(s.compressed_clusters == 3);
+  // 0x61 at 64k: the cap; it keeps 0x61 and 68k joins it. 0x62 at 72k: the cap too.
+  CHECK(s.cap_overflows == 2);
+  CHECK(s.duplicate_clusters == 1);
+  CHECK(s.data_clusters_after() == 5);
+  for (uint64_t rc : refcheck(r.after).stored) CHECK(rc <= 3);
 }
 
 TEST_CASE("dedup-offline interrupted inside its first table resumes from cursor 0",
@@ -339,50 +456,59 @@ TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes fr
   Run whole = run_on(image, false);
   const uint64_t whole_read = whole.report.images[0].stats.bytes_read;
 
-  // Stop after the second L2 table, with a checkpoint after every table.
-  io::MemoryFileSystem fs;
-  fs.add_bytes("i.qcow2", image);
-  std::atomic<bool> cancel{false};
-  int tables = 0;
-  DedupOfflineJob job;
-  job.images = {"i.qcow2"};
-  job.threads = 1;
-  job.jobs = 1;
-  job.cancel = &cancel;
-  job.checkpoint_bytes = 1;
-  job.progress = [&](uint64_t, uint64_t) {
-    if (++tables == 2) cancel = true;
-  };
-  DedupOfflineReport first = dedup_offline(fs, job);
-  REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
-  const Bytes stopped = fs.bytes("i.qcow2");
-  auto rc = refcheck(stopped);
-  INFO(rc.summary());
-  CHECK(rc.clean());  // consistent, not even leaky
-  CHECK(guest_views(stopped) == before);
-  const uint64_t first_read = first.images[0].stats.bytes_read;
-  CHECK(first_read > 0);
-  CHECK(first_read < whole_read);
+  // Stop after the k-th progress report (read batch or table) for every k in
+  // turn, with a checkpoint after every table: the record then holds
+  // uncompressed and compressed keepers and pending copies of both kinds.
+  int stops = 0;
+  for (int stop_at = 1;; ++stop_at) {
+    INFO("stopped at progress report " << stop_at);
+    io::MemoryFileSystem fs;
+    fs.add_bytes("i.qcow2", image);
+    std::atomic<bool> cancel{false};
+    int reports = 0;
+    DedupOfflineJob job;
+    job.images = {"i.qcow2"};
+    job.threads = 1;
+    job.jobs = 1;
+    job.cancel = &cancel;
+    job.checkpoint_bytes = 1;
+    job.progress = [&](uint64_t, uint64_t) {
+      if (++reports == stop_at) cancel = true;
+    };
+    DedupOfflineReport first = dedup_offline(fs, job);
+    if (first.images[0].outcome == ImageOutcome::kDone) break;  // stopped after the last table
+    REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
+    ++stops;
+    const Bytes stopped = fs.bytes("i.qcow2");
+    auto rc = refcheck(stopped);
+    INFO(rc.summary());
+    CHECK(rc.clean());  // consistent, not even leaky
+    CHECK(guest_views(stopped) == before);
+    const uint64_t first_read = first.images[0].stats.bytes_read;
+    CHECK(first_read < whole_read);
 
-  cancel = false;
-  job.progress = nullptr;
-  DedupOfflineReport second = dedup_offline(fs, job);
-  INFO(second.images[0].error << second.images[0].resume_note);
-  REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
-  CHECK(second.images[0].resumed);
-  const Bytes resumed = fs.bytes("i.qcow2");
-  CHECK(refcheck(resumed).clean());
-  CHECK(guest_views(resumed) == before);
-  // Nothing done before the checkpoint is read again: the two runs together
-  // read what one run reads (the checkpoint came after every table).
-  CHECK(first_read + second.images[0].stats.bytes_read == whole_read);
-  // The same result as the uninterrupted run: the same clusters in use.
-  CHECK(refcheck(resumed).stored == refcheck(whole.after).stored);
-  CHECK(used_clusters(resumed) == used_clusters(whole.after));
-  CHECK(second.images[0].index_written);
-  CHECK(second.images[0].index_entries == kDistinctData);
-  // The progress record is gone once the run finished.
-  CHECK((load_be64(resumed.data() + qcow2::kOffAutoclearFeatures) & (1ull << 61)) == 0);
+    cancel = false;
+    job.progress = nullptr;
+    DedupOfflineReport second = dedup_offline(fs, job);
+    INFO(second.images[0].error << second.images[0].resume_note);
+    REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
+    CHECK(second.images[0].resumed);
+    const Bytes resumed = fs.bytes("i.qcow2");
+    CHECK(refcheck(resumed).clean());
+    CHECK(guest_views(resumed) == before);
+    // Nothing done before the checkpoint is read again: the two runs together
+    // read what one run reads (each table is one read batch here, so the stop
+    // comes between tables, after a checkpoint).
+    CHECK(first_read + second.images[0].stats.bytes_read == whole_read);
+    // The same result as the uninterrupted run: the same clusters in use.
+    CHECK(refcheck(resumed).stored == refcheck(whole.after).stored);
+    CHECK(used_clusters(resumed) == used_clusters(whole.after));
+    CHECK(second.images[0].index_written);
+    CHECK(second.images[0].index_entries == kIndexedData);
+    // The progress record is gone once the run finished.
+    CHECK((load_be64(resumed.data() + qcow2::kOffAutoclearFeatures) & (1ull << 61)) == 0);
+  }
+  CHECK(stops >= 3);
 }
 
 }  // namespace
