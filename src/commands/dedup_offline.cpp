@@ -273,10 +273,15 @@ int run_dedup_offline(const DedupOfflineArgs& a) {
   std::signal(SIGTERM, on_signal);
   std::unique_ptr<Progress> progress;
   if (a.progress && !quiet()) {
-    // Bytes of the batch's files walked, over their total (known once the run starts).
-    job.progress = [&progress](uint64_t done, uint64_t total) {
-      if (!progress) progress = std::make_unique<Progress>(true, std::max<uint64_t>(total, 1));
-      progress->update(done);
+    // Bytes of the batch's files walked, over their total (known once the run
+    // starts); on a terminal, the images' state after the bar.
+    const size_t images = a.images.size();
+    job.progress = [&progress, images](const ops::DedupOfflineProgress& p) {
+      if (!progress) progress = std::make_unique<Progress>(true, std::max<uint64_t>(p.total, 1));
+      std::string note = std::to_string(p.finished + p.failed) + "/" + std::to_string(images);
+      if (p.failed) note += " (" + std::to_string(p.failed) + " failed)";
+      if (!p.current.empty()) note += ": " + escape_for_display(p.current);
+      progress->update(p.done, note);
     };
   }
   ops::DedupOfflineReport r = ops::dedup_offline(io::posix_file_system(), job);

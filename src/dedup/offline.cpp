@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
 #include <cstring>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "io/hole_puncher.h"
 #include "qcow2/compress.h"
 #include "qcow2/walk.h"
 #include "util/text.h"
@@ -48,7 +52,7 @@ class Deduplicator {
   Status adopt_resumed_keepers() {
     std::unordered_set<uint64_t> targets;
     for (const PendingRemap& p : o_.resume_pending) {
-      if (p.target_offset > kPendingToBacking) targets.insert(p.target_offset);
+      if (p.target_offset > kPendingKept) targets.insert(p.target_offset);
     }
     return index_.for_each_sorted([&](const uint8_t* hash, const IndexEntry& e) -> Status {
       const uint64_t c = key_of_offset(e.host_offset);
@@ -76,20 +80,23 @@ class Deduplicator {
         QD_ASSIGN_OR_RETURN(rc, image_.refcount(p.cluster));
       }
       if (rc == 0) continue;
+      if (p.target_offset == kPendingKept) {
+        seen_.insert(p.cluster);  // a keeper the cap replaced: never merged again
+        full_keepers_.insert(p.cluster);
+        continue;
+      }
       if (p.target_offset == 0 || p.target_offset == kPendingToBacking) {
         seen_.insert(p.cluster);
-        QD_TRY(note_compressed_release(p.cluster, rc));
+        QD_TRY(note_release(p.cluster, rc, /*carried=*/true));
         remap_[p.cluster] = {p.target_offset == 0 ? zero_entry() : L2Entry{}, rc};
         continue;
       }
       if (is_compressed_key(p.target_offset)) {
-        QD_ASSIGN_OR_RETURN(HostRange keeper, host_range(p.target_offset));
-        for (uint64_t hc = keeper.first; hc <= keeper.last; ++hc) {
-          QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
-          planned_[hc] = base + rc;
-        }
+        // The interrupted run reserved the room (the cap held then, with no
+        // more released than now).
+        QD_TRY(reserve_stream(p.target_offset, rc, /*check=*/false).status());
         seen_.insert(p.cluster);
-        QD_TRY(note_compressed_release(p.cluster, rc));
+        QD_TRY(note_release(p.cluster, rc, /*carried=*/true));
         remap_[p.cluster] = {keeper_entry(p.target_offset), rc};
         continue;
       }
@@ -110,7 +117,7 @@ class Deduplicator {
         }
       }
       seen_.insert(p.cluster);
-      QD_TRY(note_compressed_release(p.cluster, rc));
+      QD_TRY(note_release(p.cluster, rc, /*carried=*/true));
       planned_[keeper] = base + rc;
       remap_[p.cluster] = {merged_entry(p.target_offset), rc};
     }
@@ -127,6 +134,7 @@ class Deduplicator {
       const uint64_t target = r.target.compressed() ? r.target.word : r.target.host_offset();
       out.push_back({c, unallocated ? kPendingToBacking : target});
     }
+    for (uint64_t c : full_keepers_) out.push_back({c, kPendingKept});
     std::sort(out.begin(), out.end(),
               [](const PendingRemap& a, const PendingRemap& b) { return a.cluster < b.cluster; });
     return out;
@@ -164,6 +172,7 @@ class Deduplicator {
   }
 
   Result<OfflineStats> run(std::vector<PendingRemap>* pending_out) {
+    if (o_.apply) puncher_ = std::make_unique<io::HolePuncher>(image_.file());
     start_estimates();
     QD_TRY(count_compressed_references());
     if (index_.size() != 0) QD_TRY(adopt_resumed_keepers());
@@ -173,9 +182,18 @@ class Deduplicator {
         image_, [this](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
           return visit(t, entries);
         });
-    if (!st && !stats_.interrupted) return st;
-    count_compressed_hosts_freed();
-    if (o_.apply) QD_TRY(put_on_disk());
+    if (st || stats_.interrupted) {
+      count_compressed_hosts_freed();
+      if (o_.apply) st = put_on_disk();
+    }
+    // Every hole asked for is punched before the caller goes on (it cuts the
+    // tail next), also after an error.
+    if (puncher_) {
+      Status drained = puncher_->drain();
+      if (st) st = std::move(drained);
+    }
+    QD_TRY(st);
+    stats_.bytes_read = bytes_read_.load();
     if (pending_out) *pending_out = pending();
     return stats_;
   }
@@ -247,37 +265,68 @@ class Deduplicator {
     return it == compressed_refs_.end() ? 0 : it->second;
   }
 
-  // A host cluster's refcount before this run changed it (the cluster of a
-  // compressed stream; cached when first asked, before any change reaches it).
-  Result<uint64_t> initial_refcount(uint64_t hc) {
-    if (auto it = initial_.find(hc); it != initial_.end()) return it->second;
+  // What the run knows of a host cluster that holds compressed streams. Its
+  // refcount, in the plan, is initial + gained - lost: the same in a dry run,
+  // a run, and a run resumed after any table (whose initial refcount then
+  // holds what the tables before it gained and lost).
+  struct StreamHost {
+    uint64_t initial = 0;         // stored refcount when first met, before this run changed it
+    uint64_t gained = 0;          // references planned into keepers' streams in it
+    uint64_t lost = 0;            // references of copies' streams in it repointed so far
+    uint64_t lost_unflushed = 0;  // of those, not on disk yet (a run)
+    uint64_t planned_loss = 0;    // references of this run's copies in it, once all are repointed
+    uint64_t carried_loss = 0;    // the same of the interrupted run's copies (resumed)
+    uint64_t planned() const { return initial + gained - lost; }
+  };
+  // The host cluster's record, made when first asked: before any change of
+  // this run reaches it (changes come only from plans that asked first).
+  Result<StreamHost*> stream_host(uint64_t hc) {
+    if (auto it = hosts_.find(hc); it != hosts_.end()) return &it->second;
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(hc));
-    initial_.emplace(hc, rc);
-    return rc;
+    StreamHost h;
+    h.initial = rc;
+    return &hosts_.emplace(hc, h).first->second;
   }
-  // The refcount a compressed keeper's host cluster will have once every
-  // merge planned into it is done (releases not counted: an upper bound).
-  Result<uint64_t> planned_refcount(uint64_t hc) {
-    if (auto it = planned_.find(hc); it != planned_.end()) return it->second;
-    return initial_refcount(hc);
+  // Plans `refs` more references to the compressed keeper `key`: with
+  // `check`, only if every host cluster it lies in stays within the cap. The
+  // disk never holds more than the cap either: a flush writes refcount
+  // increases before decreases, so where the room comes from references lost
+  // but not on disk yet, they are put on disk first.
+  Result<bool> reserve_stream(uint64_t key, uint64_t refs, bool check) {
+    QD_ASSIGN_OR_RETURN(HostRange r, host_range(key));
+    bool flush = false;
+    for (uint64_t hc = r.first; hc <= r.last; ++hc) {
+      QD_ASSIGN_OR_RETURN(StreamHost * h, stream_host(hc));
+      if (check && h->planned() + refs > cap_) return false;
+      flush |= h->planned() + h->lost_unflushed + refs > cap_;
+    }
+    if (flush && o_.apply) QD_TRY(flush_releases());
+    for (uint64_t hc = r.first; hc <= r.last; ++hc) hosts_[hc].gained += refs;
+    return true;
   }
-  // A compressed copy that will lose its `refs` references: its host
-  // clusters lose as many (what frees them is counted at the end).
-  Status note_compressed_release(uint64_t key, uint64_t refs) {
+  // Puts every pending change on disk, releases included.
+  Status flush_releases() {
+    QD_TRY(image_.flush());
+    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;
+    return Status::ok();
+  }
+  // A copy that will lose its `refs` references (this run's plan, or, carried,
+  // the interrupted run's): a compressed one's host clusters lose as many.
+  Status note_release(uint64_t key, uint64_t refs, bool carried) {
     if (!is_compressed_key(key)) return Status::ok();
     QD_ASSIGN_OR_RETURN(HostRange r, host_range(key));
     for (uint64_t hc = r.first; hc <= r.last; ++hc) {
-      QD_TRY(initial_refcount(hc).status());
-      compressed_released_[hc] += refs;
+      QD_ASSIGN_OR_RETURN(StreamHost * h, stream_host(hc));
+      (carried ? h->carried_loss : h->planned_loss) += refs;
     }
     return Status::ok();
   }
   // Host clusters of compressed copies that nothing references once the plan
-  // is done: every reference released, none gained.
+  // is done: every reference lost, none gained; counted by the run whose
+  // copies took part (not again by a resumed run for the interrupted one's).
   void count_compressed_hosts_freed() {
-    for (const auto& [hc, released] : compressed_released_) {
-      auto init = initial_.find(hc);
-      if (!planned_.count(hc) && init != initial_.end() && init->second == released) {
+    for (const auto& [hc, h] : hosts_) {
+      if (h.gained == 0 && h.planned_loss != 0 && h.initial == h.planned_loss + h.carried_loss) {
         ++stats_.compressed_hosts_freed;
       }
     }
@@ -308,7 +357,7 @@ class Deduplicator {
       uint64_t rc = 0;
       if (is_compressed_key(c)) {
         rc = compressed_refs(c);
-        if (rc == 0) return corruption("compressed cluster not met by the reference count");
+        if (rc == 0) return corruption("compressed cluster descriptor " + hex(c) + " not met by the reference count");
       } else {
         QD_ASSIGN_OR_RETURN(rc, image_.refcount(c));
       }
@@ -334,49 +383,36 @@ class Deduplicator {
     stats_.cursor = t.offset + 1;
     if (o_.progress) o_.progress(t.offset);
     const uint64_t index_bytes = index_.size() * (index_.hash_size() + 16);
-    if (o_.apply && since_checkpoint_ >= std::max(o_.checkpoint_bytes, 16 * index_bytes)) {
+    const uint64_t since_checkpoint = bytes_read_.load() - read_at_checkpoint_;
+    if (o_.apply && since_checkpoint >= std::max(o_.checkpoint_bytes, 16 * index_bytes)) {
       QD_TRY(put_on_disk());
       if (o_.checkpoint) QD_TRY(o_.checkpoint(stats_.cursor, pending()));
-      since_checkpoint_ = 0;
+      read_at_checkpoint_ = bytes_read_.load();
     }
     return Status::ok();
   }
 
-  // Reads `batch` (coalescing adjacent clusters), hashes it on the pool and
-  // plans each cluster in order.
+  // Reads `batch` and hashes it on the pool (each thread reading the
+  // clusters it hashes, where the file allows reads from several threads),
+  // then plans each cluster in order.
   Status hash_and_plan(std::span<const Pending> batch) {
     const uint64_t cs = g_.cluster_size;
     data_.resize(batch.size() * cs);
     digests_.resize(batch.size() * pool_.digest_size());
     skip_.assign(batch.size(), 0);
-    undecodable_.assign(batch.size(), 0);
-    for (size_t i = 0; i < batch.size();) {
-      if (is_compressed_key(batch[i].cluster)) {
-        std::span<uint8_t> out(data_.data() + i * cs, cs);
-        Status st = read_compressed(batch[i].cluster, out);
-        if (!st && st.code() != StatusCode::kCorruption) return st;
-        if (!st) {
-          undecodable_[i] = 1;  // left as it is: QEMU cannot read it either
-          std::fill(out.begin(), out.end(), uint8_t{0});
-        }
-        ++i;
-        continue;
-      }
-      size_t j = i + 1;
-      while (j < batch.size() && !is_compressed_key(batch[j].cluster) &&
-             batch[j].cluster == batch[j - 1].cluster + 1) {
-        ++j;
-      }
-      QD_TRY(image_.file().read_or_zero(batch[i].cluster * cs,
-                                        std::span<uint8_t>(data_.data() + i * cs, (j - i) * cs)));
-      throttle((j - i) * cs);
-      i = j;
-    }
+    FirstError error;
+    const hash::HashPool::FillFn fill = [&](size_t first, size_t n) {
+      read_clusters(batch, first, n, error);
+    };
+    const bool parallel = image_.file().concurrent_reads();
+    if (!parallel) read_clusters(batch, 0, batch.size(), error);
     pool_.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), batch.size() * cs), cs,
-                              digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_);
+                              digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_,
+                              parallel ? &fill : nullptr);
+    QD_TRY(error.take());
     estimate(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (undecodable_[i]) {
+      if (skip_[i] == kUndecodable) {
         ++stats_.undecodable_compressed;
         continue;
       }
@@ -387,15 +423,66 @@ class Deduplicator {
     return Status::ok();
   }
 
+  // The first error of reads on several threads.
+  class FirstError {
+   public:
+    void set(Status st) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (first_) first_ = std::move(st);
+    }
+    Status take() {
+      std::lock_guard<std::mutex> lock(mu_);
+      return std::move(first_);
+    }
+
+   private:
+    std::mutex mu_;
+    Status first_ = Status::ok();
+  };
+  // A skip byte: a compressed stream that does not decompress, left as it is
+  // (QEMU cannot read it either).
+  static constexpr uint8_t kUndecodable = 2;
+
+  // Reads batch[first, first + n) into their slots of data_, adjacent
+  // clusters in one read. Called from any of the pool's threads at once, for
+  // disjoint ranges: touches only those slots, skip_ bytes and the file.
+  void read_clusters(std::span<const Pending> batch, size_t first, size_t n, FirstError& error) {
+    const uint64_t cs = g_.cluster_size;
+    std::vector<uint8_t> stream;
+    for (size_t i = first; i < first + n;) {
+      if (is_compressed_key(batch[i].cluster)) {
+        std::span<uint8_t> out(data_.data() + i * cs, cs);
+        Status st = read_compressed(batch[i].cluster, out, stream);
+        if (!st && st.code() != StatusCode::kCorruption) error.set(std::move(st));
+        if (!st) {
+          skip_[i] = kUndecodable;
+          std::fill(out.begin(), out.end(), uint8_t{0});
+        }
+        ++i;
+        continue;
+      }
+      size_t j = i + 1;
+      while (j < first + n && !is_compressed_key(batch[j].cluster) &&
+             batch[j].cluster == batch[j - 1].cluster + 1) {
+        ++j;
+      }
+      Status st = image_.file().read_or_zero(
+          batch[i].cluster * cs, std::span<uint8_t>(data_.data() + i * cs, (j - i) * cs));
+      if (!st) error.set(std::move(st));
+      throttle((j - i) * cs);
+      i = j;
+    }
+  }
+
   // Reads and decompresses the compressed cluster `key` into `out` (one
-  // cluster). Corruption if the stream does not decompress.
-  Status read_compressed(uint64_t key, std::span<uint8_t> out) {
+  // cluster), through `stream`. Corruption if the stream does not decompress.
+  Status read_compressed(uint64_t key, std::span<uint8_t> out, std::vector<uint8_t>& stream) {
+    QD_TRY(host_range(key).status());  // the descriptor's bytes lie in a file
     const qcow2::CompressedRange r = qcow2::compressed_range(g_, L2Entry{key, 0});
-    QD_TRY(host_range(key).status());
-    compressed_buf_.resize(r.length);
-    QD_TRY(image_.file().read_or_zero(r.offset, compressed_buf_));
+    stream.resize(r.length);
+    QD_TRY(image_.file().read_or_zero(r.offset, stream));
     throttle(r.length);
-    return qcow2::decompress_cluster(image_.header().compression_type, compressed_buf_, out);
+    return qcow2::decompress_cluster(image_.header().compression_type, stream, out);
   }
 
   // Whether the backing chain holds `data` at `guest_offset` (zeros past its end).
@@ -436,7 +523,7 @@ class Deduplicator {
     if (o_.verify) {
       verify_.resize(g_.cluster_size);
       if (is_compressed_key(keeper)) {
-        QD_TRY(read_compressed(keeper, verify_));
+        QD_TRY(read_compressed(keeper, verify_, compressed_buf_));
       } else {
         QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
         throttle(g_.cluster_size);
@@ -450,6 +537,7 @@ class Deduplicator {
     if (!room) {
       ++stats_.cap_overflows;  // the copy keeps this content from now on
       inactive_keepers_.erase(keeper);  // the full keeper is not an index entry again
+      full_keepers_.insert(keeper);     // a resumed run must not merge it either
       return add_keeper(digest, p);
     }
     QD_TRY(drop(p, keeper_entry(hit->host_offset)));
@@ -461,18 +549,7 @@ class Deduplicator {
   // in stays within the cap; an uncompressed keeper about to leave refcount 1
   // first loses COPIED on its only entry (found through `owner`).
   Result<bool> reserve(uint64_t keeper, uint64_t refs, uint64_t owner) {
-    if (is_compressed_key(keeper)) {
-      QD_ASSIGN_OR_RETURN(HostRange r, host_range(keeper));
-      for (uint64_t hc = r.first; hc <= r.last; ++hc) {
-        QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
-        if (base + refs > cap_) return false;
-      }
-      for (uint64_t hc = r.first; hc <= r.last; ++hc) {
-        QD_ASSIGN_OR_RETURN(uint64_t base, planned_refcount(hc));
-        planned_[hc] = base + refs;
-      }
-      return true;
-    }
+    if (is_compressed_key(keeper)) return reserve_stream(keeper, refs, /*check=*/true);
     auto planned = planned_.find(keeper);
     uint64_t base = 0;
     if (planned != planned_.end()) {
@@ -491,7 +568,7 @@ class Deduplicator {
     remap_[p.cluster] = {target, p.refcount};
     if (!is_compressed_key(p.cluster)) return Status::ok();
     ++stats_.compressed_copies;
-    return note_compressed_release(p.cluster, p.refcount);
+    return note_release(p.cluster, p.refcount, /*carried=*/false);
   }
 
   Status add_keeper(const uint8_t* digest, const Pending& p) {
@@ -539,6 +616,14 @@ class Deduplicator {
         if (it == remap_.end()) continue;
         target = it->second.target;
         it->second.remaining -= std::min(it->second.remaining, refs);
+        if (is_compressed_key(c)) {
+          QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
+          for (uint64_t hc = held.first; hc <= held.last; ++hc) {
+            StreamHost& h = hosts_[hc];  // made by the plan (note_release)
+            h.lost += refs;
+            if (o_.apply) h.lost_unflushed += refs;
+          }
+        }
         if (it->second.remaining == 0) {
           QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
           for (uint64_t hc = held.first; hc <= held.last; ++hc) released_.push_back(hc);
@@ -586,19 +671,26 @@ class Deduplicator {
     return z;
   }
 
-  // Flushes in the write path's order and punches the clusters freed.
+  // Flushes in the write path's order and has the clusters freed punched
+  // (on the puncher's thread: nothing writes them again, and the caller
+  // drains it before the file's tail is cut).
   Status put_on_disk() {
-    QD_ASSIGN_OR_RETURN(uint64_t n, image_.punch_free_clusters(std::move(released_)));
-    stats_.clusters_punched += n;
+    QD_ASSIGN_OR_RETURN(std::vector<qcow2::Image::ClusterRun> runs,
+                        image_.free_cluster_runs(std::move(released_)));
     released_.clear();
+    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;  // the flush wrote them
+    for (const qcow2::Image::ClusterRun& r : runs) {
+      puncher_->punch(r.first << g_.cluster_bits, r.count << g_.cluster_bits);
+      stats_.clusters_punched += r.count;
+    }
     return Status::ok();
   }
 
+  // Counts bytes read and holds the rate under --max-rate. From any thread.
   void throttle(uint64_t bytes) {
-    stats_.bytes_read += bytes;
-    since_checkpoint_ += bytes;
+    const uint64_t total = bytes_read_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
     if (o_.max_read_rate == 0) return;
-    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(stats_.bytes_read) /
+    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(total) /
                                                             static_cast<double>(o_.max_read_rate));
     std::this_thread::sleep_until(due);
   }
@@ -612,17 +704,21 @@ class Deduplicator {
   const uint64_t cap_;  // no refcount goes above it
   const std::chrono::steady_clock::time_point start_;
   OfflineStats stats_;
-  uint64_t since_checkpoint_ = 0;
+  std::atomic<uint64_t> bytes_read_{0};
+  uint64_t read_at_checkpoint_ = 0;  // bytes_read_ at the last checkpoint
+  std::unique_ptr<io::HolePuncher> puncher_;  // with apply
   std::unordered_map<uint64_t, Remap> remap_;        // by host cluster
   std::unordered_set<uint64_t> seen_;                // met keepers with refcount > 1
-  std::unordered_map<uint64_t, uint64_t> planned_;   // keeper -> refcount once merged
+  // Uncompressed keeper (host cluster index) -> its refcount once every merge
+  // planned into it is done. Compressed keepers' host clusters: hosts_.
+  std::unordered_map<uint64_t, uint64_t> planned_;
+  std::unordered_map<uint64_t, StreamHost> hosts_;  // host clusters of compressed streams met
+  std::set<uint64_t> full_keepers_;  // keepers (keys) the cap replaced
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
   std::unordered_map<uint64_t, uint64_t> target_owner_;  // resumed: keeper offset -> index owner
   std::unordered_map<uint64_t, uint64_t> compressed_refs_;      // descriptor -> references
-  std::unordered_map<uint64_t, uint64_t> initial_;              // host cluster -> refcount at start
-  std::unordered_map<uint64_t, uint64_t> compressed_released_;  // host cluster -> references lost
-  std::vector<uint8_t> data_, digests_, skip_, undecodable_, verify_, backing_buf_, compressed_buf_;
+  std::vector<uint8_t> data_, digests_, skip_, verify_, backing_buf_, compressed_buf_;
   std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
   std::vector<uint8_t> piece_digests_, piece_skip_;
 };

@@ -18,7 +18,12 @@
 // Memory: the index (dedup/index.h: at most 24 bytes per distinct content),
 // plus per host cluster shared by several tables one set entry, per copy
 // whose references are not all repointed yet one map entry, per compressed
-// descriptor one map entry; one read batch.
+// descriptor one map entry and per host cluster of compressed streams one
+// more; one read batch.
+//
+// Reading: where the image file allows reads from several threads, each pool
+// thread reads the clusters it hashes. Freed clusters are punched on a
+// thread of their own (io::HolePuncher) while the walk goes on.
 //
 // Thread safety: none (hashing runs on the pool's threads).
 #pragma once
@@ -40,6 +45,9 @@ namespace qdedup::dedup {
 // by its L2 descriptor, which has kOflagCompressed (bit 62) set: a cluster
 // index or a host offset never has (docs/format.md, 7).
 inline constexpr uint64_t kPendingToBacking = 1;
+// Not a copy: a keeper the refcount cap replaced, which a resumed run must
+// not merge into the new keeper (its references in done tables stay).
+inline constexpr uint64_t kPendingKept = 2;
 struct PendingRemap {
   uint64_t cluster = 0;  // host cluster index of the copy, or its compressed descriptor
   uint64_t target_offset = 0;
@@ -131,7 +139,8 @@ struct OfflineStats {
     clusters_punched += o.clusters_punched;
     return *this;
   }
-  // Host clusters the plan frees.
+  // Host clusters the plan frees. compressed_copies counts a subset of the
+  // copies, zero and backing drops, so the difference does not wrap.
   uint64_t clusters_freed() const {
     return duplicate_clusters + zero_clusters + backing_clusters - compressed_copies +
            preallocated_zero + compressed_hosts_freed;

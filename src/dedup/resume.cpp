@@ -95,7 +95,7 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
     PendingRemap p{load_be64(bytes.data() + 16 * i), load_be64(bytes.data() + 16 * i + 8)};
     const bool copy_ok = compressed_descriptor_ok(p.cluster, g, file_size) ||
                          (p.cluster != 0 && p.cluster < (file_size >> g.cluster_bits));
-    const bool target_ok = p.target_offset <= kPendingToBacking ||
+    const bool target_ok = p.target_offset <= kPendingKept ||
                            index_host_offset_ok(p.target_offset, g.cluster_size) ||
                            compressed_descriptor_ok(p.target_offset, g, file_size);
     if (!copy_ok || !target_ok) {

@@ -68,7 +68,8 @@ void HashPool::hash_chunks(std::span<const uint8_t> data, size_t chunk_size, uin
 }
 
 void HashPool::hash_nonzero_chunks(std::span<const uint8_t> data, size_t chunk_size,
-                                   uint8_t* digests_out, uint8_t* skip, bool detect_zero) {
+                                   uint8_t* digests_out, uint8_t* skip, bool detect_zero,
+                                   const FillFn* fill) {
   Batch batch;
   batch.data = data.data();
   batch.size = data.size();
@@ -76,6 +77,7 @@ void HashPool::hash_nonzero_chunks(std::span<const uint8_t> data, size_t chunk_s
   batch.out = digests_out;
   batch.skip = skip;
   batch.detect_zero = detect_zero;
+  batch.fill = fill;
   run(batch);
 }
 
@@ -141,6 +143,7 @@ void HashPool::hash_granules(Hasher& hasher, const Batch& batch) {
     const size_t g = next_granule_.fetch_add(1, std::memory_order_relaxed);
     if (g >= batch.granules) return;
     const size_t end = std::min(batch.chunks, (g + 1) * batch.granule);
+    if (batch.fill != nullptr) (*batch.fill)(g * batch.granule, end - g * batch.granule);
     size_t pending = end;  // a chunk waiting for a partner, or end for none
     for (size_t c = g * batch.granule; c < end; ++c) {
       if (batch.skip != nullptr) {

@@ -70,8 +70,18 @@ class HashPool {
   // kZeroChunk and no digest. Every other chunk's digest goes to
   // digests_out + i * digest_size() (the slots of the others are untouched).
   static constexpr uint8_t kZeroChunk = 1;
+  //
+  // With `fill`, the chunks' bytes are not there yet: the thread that claims
+  // a granule first calls fill(first_chunk, chunk_count) to bring in chunks
+  // [first_chunk, first_chunk + chunk_count) (reading them from a file, say),
+  // so that the copying is spread over the pool's threads as the hashing is.
+  // It is called from any of the threads, at once for disjoint ranges, and
+  // must not throw; it records its own errors (the batch's digests are then
+  // of whatever it left in the buffer). `skip` bytes it sets are honoured.
+  using FillFn = std::function<void(size_t first_chunk, size_t chunk_count)>;
   void hash_nonzero_chunks(std::span<const uint8_t> data, size_t chunk_size,
-                           uint8_t* digests_out, uint8_t* skip, bool detect_zero);
+                           uint8_t* digests_out, uint8_t* skip, bool detect_zero,
+                           const FillFn* fill = nullptr);
 
  private:
   struct Batch {
@@ -84,6 +94,7 @@ class HashPool {
     size_t granules = 0;
     uint8_t* skip = nullptr;  // see hash_nonzero_chunks
     bool detect_zero = false;
+    const FillFn* fill = nullptr;
   };
 
   void run(Batch batch);

@@ -4,7 +4,8 @@
 // MemoryFile (unit tests) and FaultyFile (fails or "crashes" at the Nth write).
 // The core takes a File&, never a path, so every command can run on any of them.
 //
-// Thread safety: none; a File is used by one thread at a time.
+// Thread safety: none; a File is used by one thread at a time, except where
+// concurrent_reads() or thread_safe() says otherwise.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +54,13 @@ class File {
     (void)len;
     return false;
   }
+
+  // Whether pread() may be called from several threads at once while no other
+  // call is in progress (reading many clusters in parallel).
+  virtual bool concurrent_reads() const { return false; }
+  // Whether every call but reserve() may be made from several threads at
+  // once (a file system call each: holes punched by a thread of their own).
+  virtual bool thread_safe() const { return false; }
 
   // Block status: the run of data or hole starting at `offset`. Past the end
   // of the file: a hole ending at UINT64_MAX. Where it cannot be told (here:

@@ -26,6 +26,8 @@ class FileRef : public File {
   Result<uint64_t> allocated_size() override { return target_.allocated_size(); }
   bool reserve(uint64_t offset, uint64_t len) override { return target_.reserve(offset, len); }
   Result<FileExtent> extent_at(uint64_t offset) override { return target_.extent_at(offset); }
+  bool concurrent_reads() const override { return target_.concurrent_reads(); }
+  bool thread_safe() const override { return target_.thread_safe(); }
 
  private:
   File& target_;

@@ -54,6 +54,8 @@ class SharedFile : public File {
   }
   Result<uint64_t> allocated_size() override { return target_->allocated_size(); }
   Result<FileExtent> extent_at(uint64_t offset) override { return target_->extent_at(offset); }
+  bool concurrent_reads() const override { return target_->concurrent_reads(); }
+  bool thread_safe() const override { return target_->thread_safe(); }
 
  private:
   std::shared_ptr<File> target_;
@@ -131,6 +133,11 @@ std::string directory_of(const std::string& path) {
   auto slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string base_name(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 std::string temporary_name_beside(const std::string& target) {

@@ -96,6 +96,8 @@ class MemoryFileSystem : public FileSystem {
 std::string temporary_name_beside(const std::string& target);
 // The directory part of `path` ("." if none).
 std::string directory_of(const std::string& path);
+// The part of `path` after its last slash.
+std::string base_name(const std::string& path);
 
 // A new file written beside `target` and renamed over it by commit(), so that
 // a failed or interrupted job never leaves a half-written file under

@@ -19,6 +19,7 @@ class MemoryFile : public File {
   Result<uint64_t> size() override { return uint64_t{bytes_.size()}; }
   Status truncate(uint64_t size) override;
   Status punch_hole(uint64_t offset, uint64_t len) override;
+  bool concurrent_reads() const override { return true; }  // a memcpy out of bytes_
 
   const std::vector<uint8_t>& bytes() const { return bytes_; }
   std::vector<uint8_t>& mutable_bytes() { return bytes_; }

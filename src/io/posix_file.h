@@ -29,6 +29,9 @@ class PosixFile : public File {
   // reserved blocks skips delayed allocation's per-block work (half the
   // system time of a large sequential write, measured); elsewhere nothing.
   bool reserve(uint64_t offset, uint64_t len) override;
+  // pread, pwrite, fallocate and fdatasync on one descriptor.
+  bool concurrent_reads() const override { return true; }
+  bool thread_safe() const override { return true; }
 
   // lseek SEEK_DATA/SEEK_HOLE, as QEMU's file-posix block status. Where the
   // file system or the file type cannot tell (devices, old kernels),

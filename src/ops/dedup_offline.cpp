@@ -59,15 +59,23 @@ class Batch {
   }
   void set_total(std::vector<uint64_t> sizes) {
     done_.assign(sizes.size(), 0);
+    state_.assign(sizes.size(), State::kWaiting);
+    sizes_ = sizes;
     for (uint64_t s : sizes) total_ += s;
   }
   void progress(size_t image, uint64_t done) {
     if (!job_.progress) return;
     std::lock_guard<std::mutex> l(mu_);
     done_[image] = done;
-    uint64_t sum = 0;
-    for (uint64_t d : done_) sum += d;
-    job_.progress(std::min(sum, total_), total_);
+    report();
+  }
+  enum class State { kWaiting, kRunning, kFinished, kFailed };
+  void set_state(size_t image, State s) {
+    if (!job_.progress) return;
+    std::lock_guard<std::mutex> l(mu_);
+    state_[image] = s;
+    if (s != State::kRunning) done_[image] = sizes_[image];  // nothing left to walk
+    report();
   }
   const DedupOfflineJob& job() const { return job_; }
 
@@ -76,7 +84,30 @@ class Batch {
   const DedupOfflineJob& job_;
   std::mutex mu_;
   std::map<hash::HashAlgorithm, std::unique_ptr<hash::HashPool>> pools_;
-  std::vector<uint64_t> done_;
+  // With mu_ held.
+  void report() {
+    DedupOfflineProgress p;
+    p.total = total_;
+    for (size_t i = 0; i < done_.size(); ++i) {
+      p.done += std::min(done_[i], sizes_[i]);
+      switch (state_[i]) {
+        case State::kWaiting: ++p.waiting; break;
+        case State::kFinished: ++p.finished; break;
+        case State::kFailed: ++p.failed; break;
+        case State::kRunning: {
+          ++p.running;
+          const uint64_t pct = sizes_[i] ? std::min(done_[i], sizes_[i]) * 100 / sizes_[i] : 0;
+          if (!p.current.empty()) p.current += ", ";
+          p.current += io::base_name(job_.images[i]) + " " + std::to_string(pct) + "%";
+          break;
+        }
+      }
+    }
+    job_.progress(p);
+  }
+
+  std::vector<uint64_t> done_, sizes_;
+  std::vector<State> state_;
   uint64_t total_ = 0;
 };
 
@@ -323,12 +354,14 @@ DedupOfflineReport dedup_offline(io::FileSystem& fs, const DedupOfflineJob& job)
         out.error = "interrupted before it started";
         continue;
       }
+      batch.set_state(i, Batch::State::kRunning);
       ImageRun run(batch, i, out);
       Status st = run.run();
       if (!st) {
         out.outcome = ImageOutcome::kFailed;
         out.error = st.message();
       }
+      batch.set_state(i, st ? Batch::State::kFinished : Batch::State::kFailed);
     }
   };
   const unsigned n = batch_threads(job);

@@ -32,9 +32,15 @@ struct DedupOfflineJob {
   uint64_t max_read_rate = 0;   // --max-rate, bytes per second over the batch; 0: none
   const std::atomic<bool>* cancel = nullptr;  // SIGINT/SIGTERM
   uint64_t checkpoint_bytes = 0;  // progress recorded every this many bytes read; 0: 256 MiB
-  // Called (from any of the job's threads, serialized) with bytes of the
-  // batch's files walked and their total.
-  std::function<void(uint64_t done, uint64_t total)> progress;
+  // Called (from any of the job's threads, serialized) as the batch goes on.
+  std::function<void(const struct DedupOfflineProgress&)> progress;
+};
+
+struct DedupOfflineProgress {
+  uint64_t done = 0, total = 0;  // bytes of the batch's files walked, and their total
+  size_t waiting = 0, running = 0, finished = 0, failed = 0;  // images (interrupted: finished)
+  // The running images, each with its share walked: "a.qcow2 43%, b.qcow2 12%".
+  std::string current;
 };
 
 enum class ImageOutcome { kDone, kInterrupted, kFailed };

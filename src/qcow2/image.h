@@ -108,6 +108,14 @@ class Image : public BlockDevice {
   // on disk (referenced by nothing) back to the file system, in runs of
   // adjacent clusters. Returns how many clusters it punched.
   Result<uint64_t> punch_free_clusters(std::vector<uint64_t> clusters);
+  // Flushes, then returns the runs of adjacent clusters among `clusters`
+  // whose refcount is 0 on disk, as {first cluster, count}, for the caller to
+  // punch (on a thread of its own, say: nothing here reuses a free cluster
+  // inside the file, but truncate_free_tail() must come after the punches).
+  struct ClusterRun {
+    uint64_t first = 0, count = 0;
+  };
+  Result<std::vector<ClusterRun>> free_cluster_runs(std::vector<uint64_t> clusters);
   // Flushes, then cuts the trailing clusters whose refcount is 0 off the file.
   // Returns the bytes cut.
   Result<uint64_t> truncate_free_tail();

@@ -439,32 +439,32 @@ Status Image::set_autoclear(uint64_t bits) {
   return file_->flush();
 }
 
-Result<uint64_t> Image::punch_free_clusters(std::vector<uint64_t> clusters) {
+Result<std::vector<Image::ClusterRun>> Image::free_cluster_runs(std::vector<uint64_t> clusters) {
   if (!writable_) return invalid_argument("image is open read-only");
   QD_TRY(flush());
   std::sort(clusters.begin(), clusters.end());
   clusters.erase(std::unique(clusters.begin(), clusters.end()), clusters.end());
-  uint64_t punched = 0, run_start = 0, run_len = 0;
-  auto punch_run = [&]() -> Status {
-    if (run_len == 0) return Status::ok();
-    QD_TRY(file_->punch_hole(run_start << g_.cluster_bits, run_len << g_.cluster_bits));
-    punched += run_len;
-    run_len = 0;
-    return Status::ok();
-  };
+  std::vector<ClusterRun> runs;
   for (uint64_t c : clusters) {
     if (c == 0) continue;  // the header is never free
     QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(c));
     if (rc != 0) continue;
-    if (run_len != 0 && run_start + run_len == c) {
-      ++run_len;
+    if (!runs.empty() && runs.back().first + runs.back().count == c) {
+      ++runs.back().count;
       continue;
     }
-    QD_TRY(punch_run());
-    run_start = c;
-    run_len = 1;
+    runs.push_back({c, 1});
   }
-  QD_TRY(punch_run());
+  return runs;
+}
+
+Result<uint64_t> Image::punch_free_clusters(std::vector<uint64_t> clusters) {
+  QD_ASSIGN_OR_RETURN(std::vector<ClusterRun> runs, free_cluster_runs(std::move(clusters)));
+  uint64_t punched = 0;
+  for (const ClusterRun& r : runs) {
+    QD_TRY(file_->punch_hole(r.first << g_.cluster_bits, r.count << g_.cluster_bits));
+    punched += r.count;
+  }
   return punched;
 }
 

@@ -14,6 +14,14 @@ Progress::Progress(bool enabled, uint64_t total)
   update(0);
 }
 
+void Progress::update(uint64_t done, const std::string& note) {
+  if (tty_ && note != note_) {
+    note_ = note;
+    last_permille_ = -1;  // redraw for the note
+  }
+  update(done);
+}
+
 void Progress::update(uint64_t done) {
   if (!enabled_ || finished_) return;
   int permille = total_ ? static_cast<int>(done * 1000 / total_) : 1000;
@@ -38,12 +46,17 @@ void Progress::update(uint64_t done) {
                   static_cast<unsigned long long>(left % 60));
     eta = buf;
   }
-  constexpr int kWidth = 30;
-  int filled = permille * kWidth / 1000;
+  // With a note the bar is shorter, and the note is cut so that the line
+  // does not wrap on an 80-column terminal (a wrapped line is not redrawn in
+  // place); \033[K clears what a longer line before left.
+  const int width = note_.empty() ? 30 : 20;
+  int filled = permille * width / 1000;
   std::string bar(static_cast<size_t>(filled), '#');
-  bar.resize(kWidth, '.');
-  std::fprintf(stderr, "\r[%s] %5.1f%% %9s/s ETA %s ", bar.c_str(), pct,
-               format_iec_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
+  bar.resize(static_cast<size_t>(width), '.');
+  const size_t note_width = 80 - 1 - (2 + static_cast<size_t>(width) + 8 + 12 + 10);
+  std::string note = note_.size() > note_width ? note_.substr(0, note_width - 3) + "..." : note_;
+  std::fprintf(stderr, "\r[%s] %5.1f%% %9s/s ETA %s %s\033[K", bar.c_str(), pct,
+               format_iec_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str(), note.c_str());
   std::fflush(stderr);
 }
 

@@ -256,6 +256,44 @@ TEST_CASE("HashPool skips, detects zeros and pairs the remaining chunks correctl
   }
 }
 
+TEST_CASE("HashPool fill brings in every chunk once, on the thread that hashes it",
+          "[dedup][hash_pool]") {
+  const size_t chunk_size = 4096;
+  const std::vector<uint8_t> source = random_bytes(500 * chunk_size, 12);
+  const size_t chunks = source.size() / chunk_size;
+  for (unsigned threads : {1u, 2u, 3u}) {
+    INFO(threads << " threads");
+    HashPool pool(HashAlgorithm::kSha256, threads);
+    const size_t d = pool.digest_size();
+    const auto expected = sequential_digests(HashAlgorithm::kSha256, source, chunk_size);
+    std::vector<uint8_t> buffer(source.size(), 0);  // filled by `fill` only
+    std::vector<std::atomic<int>> filled(chunks);
+    std::vector<uint8_t> skip(chunks, 0);
+    const HashPool::FillFn fill = [&](size_t first, size_t n) {
+      for (size_t c = first; c < first + n; ++c) {
+        filled[c].fetch_add(1);
+        if (c % 7 == 3) {
+          skip[c] = 2;  // e.g. a read that failed: not hashed
+          continue;
+        }
+        std::memcpy(buffer.data() + c * chunk_size, source.data() + c * chunk_size, chunk_size);
+      }
+    };
+    std::vector<uint8_t> out(chunks * d, 0xee);
+    pool.hash_nonzero_chunks(buffer, chunk_size, out.data(), skip.data(), true, &fill);
+    for (size_t c = 0; c < chunks; ++c) {
+      INFO("chunk " << c);
+      CHECK(filled[c].load() == 1);
+      const std::vector<uint8_t> got(out.begin() + c * d, out.begin() + (c + 1) * d);
+      if (c % 7 == 3) {
+        CHECK(got == std::vector<uint8_t>(d, 0xee));
+      } else {
+        CHECK(got == std::vector<uint8_t>(expected.begin() + c * d, expected.begin() + (c + 1) * d));
+      }
+    }
+  }
+}
+
 TEST_CASE("HashPool with 0 threads works on the calling thread alone", "[dedup][hash_pool]") {
   HashPool pool(HashAlgorithm::kSkein, 0);
   CHECK(pool.threads() == 1);

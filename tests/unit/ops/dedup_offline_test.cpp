@@ -285,7 +285,7 @@ TEST_CASE("dedup-offline interrupted inside its first table resumes from cursor 
   job.jobs = 1;
   job.checkpoint_bytes = 1;
   job.cancel = &cancel;
-  job.progress = [&](uint64_t, uint64_t) { cancel = true; };
+  job.progress = [&](const DedupOfflineProgress&) { cancel = true; };
   DedupOfflineReport first = dedup_offline(fs, job);
   INFO(first.images[0].error);
   REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
@@ -322,7 +322,7 @@ TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no 
   job.threads = 1;
   job.checkpoint_bytes = 1;
   job.cancel = &cancel;
-  job.progress = [&](uint64_t, uint64_t) { cancel = true; };
+  job.progress = [&](const DedupOfflineProgress&) { cancel = true; };
   DedupOfflineReport first = dedup_offline(fs, job);
   INFO(first.images[0].error);
   CHECK(first.images[0].outcome == ImageOutcome::kInterrupted);
@@ -445,20 +445,16 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
   WARN(states << " crash states, " << copied_states << " with the missing-COPIED finding only");
 }
 
-TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes from its checkpoint",
-          "[ops][dedup-offline][resume]") {
-  if (!testsupport::have_qemu()) {
-    WARN("qemu-img/qemu-io not found: skipped");
-    return;
-  }
-  const Bytes image = qemu_image();
+// Interrupts dedup-offline on `image` after the k-th progress report (read
+// batch or table) for every k in turn, with a checkpoint after every table,
+// and resumes it: each stop leaves a consistent image (not even leaky) with
+// every view intact; each resumed run ends where the uninterrupted one does,
+// reading nothing twice, and the two runs' figures add up to its figures.
+// Returns the number of stops (the last report ends the run instead).
+int check_every_stop(const Bytes& image, uint64_t indexed) {
   const std::vector<Bytes> before = guest_views(image);
-  Run whole = run_on(image, false);
-  const uint64_t whole_read = whole.report.images[0].stats.bytes_read;
-
-  // Stop after the k-th progress report (read batch or table) for every k in
-  // turn, with a checkpoint after every table: the record then holds
-  // uncompressed and compressed keepers and pending copies of both kinds.
+  const Run whole = run_on(image, false);
+  const dedup::OfflineStats& w = whole.report.images[0].stats;
   int stops = 0;
   for (int stop_at = 1;; ++stop_at) {
     INFO("stopped at progress report " << stop_at);
@@ -472,7 +468,7 @@ TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes fr
     job.jobs = 1;
     job.cancel = &cancel;
     job.checkpoint_bytes = 1;
-    job.progress = [&](uint64_t, uint64_t) {
+    job.progress = [&](const DedupOfflineProgress&) {
       if (++reports == stop_at) cancel = true;
     };
     DedupOfflineReport first = dedup_offline(fs, job);
@@ -484,8 +480,8 @@ TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes fr
     INFO(rc.summary());
     CHECK(rc.clean());  // consistent, not even leaky
     CHECK(guest_views(stopped) == before);
-    const uint64_t first_read = first.images[0].stats.bytes_read;
-    CHECK(first_read < whole_read);
+    const dedup::OfflineStats& a = first.images[0].stats;
+    CHECK(a.bytes_read < w.bytes_read);
 
     cancel = false;
     job.progress = nullptr;
@@ -493,22 +489,91 @@ TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes fr
     INFO(second.images[0].error << second.images[0].resume_note);
     REQUIRE(second.images[0].outcome == ImageOutcome::kDone);
     CHECK(second.images[0].resumed);
+    const dedup::OfflineStats& b = second.images[0].stats;
     const Bytes resumed = fs.bytes("i.qcow2");
     CHECK(refcheck(resumed).clean());
     CHECK(guest_views(resumed) == before);
     // Nothing done before the checkpoint is read again: the two runs together
     // read what one run reads (each table is one read batch here, so the stop
     // comes between tables, after a checkpoint).
-    CHECK(first_read + second.images[0].stats.bytes_read == whole_read);
-    // The same result as the uninterrupted run: the same clusters in use.
+    CHECK(a.bytes_read + b.bytes_read == w.bytes_read);
+    // The same result as the uninterrupted run: the same clusters in use,
+    // the same decisions at the cap, the same figures between the two runs.
     CHECK(refcheck(resumed).stored == refcheck(whole.after).stored);
     CHECK(used_clusters(resumed) == used_clusters(whole.after));
+    CHECK(a.cap_overflows + b.cap_overflows == w.cap_overflows);
+    CHECK(a.duplicate_clusters + b.duplicate_clusters == w.duplicate_clusters);
+    CHECK(a.clusters_freed() + b.clusters_freed() == w.clusters_freed());
     CHECK(second.images[0].index_written);
-    CHECK(second.images[0].index_entries == kIndexedData);
+    CHECK(second.images[0].index_entries == indexed);
     // The progress record is gone once the run finished.
     CHECK((load_be64(resumed.data() + qcow2::kOffAutoclearFeatures) & (1ull << 61)) == 0);
   }
-  CHECK(stops >= 3);
+  return stops;
+}
+
+TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes from its checkpoint",
+          "[ops][dedup-offline][resume]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // The record then holds uncompressed and compressed keepers and pending
+  // copies of both kinds.
+  CHECK(check_every_stop(qemu_image(), kIndexedData) >= 3);
+}
+
+TEST_CASE("a resumed dedup-offline decides at the refcount cap as the uninterrupted run does",
+          "[ops][dedup-offline][resume][compressed]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // refcount_bits=2 (at most 3). Table 1: an uncompressed 0x62, then three
+  // compressed streams in one host cluster (refcount 3), of which the 0x62
+  // one is a copy: merged, the host cluster keeps 2 references. Table 2 (at
+  // 2M): an uncompressed 0x61, a copy of the compressed 0x61 keeper, which
+  // has room once table 1 is done (in a run, a dry run and a resumed run
+  // alike); then copies of 0x63 and 0x61, for which the host cluster is full
+  // again: the cap makes them keepers, and the last 0x61 joins the new one.
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 \"$IMG\" 4M\n"
+      "qemu-io -c 'write -P 0x62 0 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -c -P 0x61 4k 4k' -c 'write -c -P 0x62 8k 4k' "
+      "-c 'write -c -P 0x63 12k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -P 0x61 2M 4k' -c 'write -P 0x63 2052k 4k' "
+      "-c 'write -P 0x61 2056k 4k' -c 'write -P 0x61 3M 4k' \"$IMG\" >/dev/null\n");
+  INFO(made.status().message());
+  REQUIRE(made.is_ok());
+  const Run r = checked_run(*made);
+  const dedup::OfflineStats& s = r.report.images[0].stats;
+  CHECK(s.duplicate_clusters == 3);  // the compressed 0x62, 0x61 at 2M and at 3M
+  CHECK(s.cap_overflows == 2);       // 0x63 at 2052k, 0x61 at 2056k
+  CHECK(s.data_clusters_after() == 5);
+  for (uint64_t rc : refcheck(r.after).stored) CHECK(rc <= 3);
+  // Indexed: the uncompressed keepers 0x62, 0x63 and 0x61 (at 2056k).
+  CHECK(check_every_stop(*made, 3) >= 1);
+}
+
+TEST_CASE("an interrupted dedup-offline counts a freed compressed host cluster once",
+          "[ops][dedup-offline][resume][compressed]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // The compressed 0x66 copy is mapped by the snapshot's table and by the
+  // active one (copied when 0x77 was written): its stream is still pending
+  // when the run stops after the first table.
+  Result<Bytes> made = testsupport::run_qemu_script(
+      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
+      "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
+      "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-img snapshot -c s1 \"$IMG\"\n"
+      "qemu-io -c 'write -P 0x77 128k 4k' \"$IMG\" >/dev/null\n");
+  REQUIRE(made.is_ok());
+  const Run r = checked_run(*made);
+  CHECK(r.report.images[0].stats.compressed_hosts_freed == 1);
+  CHECK(check_every_stop(*made, 2) >= 1);
 }
 
 }  // namespace
