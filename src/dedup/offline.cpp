@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <set>
-#include <cstring>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -30,10 +30,10 @@ using qcow2::L2TableVisit;
 constexpr uint64_t kBatchBytes = 8ull << 20;
 
 // Copies and keepers are keyed by host cluster index, or, when compressed, by
-// their L2 descriptor (bit 62 set, which no cluster index or host offset has).
-constexpr uint64_t kCompressedKey = kKeeperCompressed;
+// their L2 descriptor (bit 62 set, which no cluster index or host offset has);
+// an index entry's host offset is such a descriptor for a compressed keeper.
 static_assert(kKeeperCompressed == qcow2::kOflagCompressed, "a key is the descriptor itself");
-bool is_compressed_key(uint64_t key) { return (key & kCompressedKey) != 0; }
+bool is_compressed_key(uint64_t key_or_offset) { return (key_or_offset & kKeeperCompressed) != 0; }
 
 class Deduplicator {
  public:
@@ -236,17 +236,11 @@ class Deduplicator {
     return is_compressed_key(key) ? key : key << g_.cluster_bits;
   }
 
-  // The host clusters a key's bytes lie in.
-  struct HostRange {
-    uint64_t first = 0, last = 0;
-  };
+  // The host clusters a key's bytes lie in (never empty).
+  using HostRange = qcow2::HeldClusters;
   Result<HostRange> host_range(uint64_t key) const {
     if (!is_compressed_key(key)) return HostRange{key, key};
-    const qcow2::CompressedRange r = qcow2::compressed_range(g_, L2Entry{key, 0});
-    if (r.offset == 0 || r.length == 0 || r.offset + r.length > qcow2::kMaxFileOffset) {
-      return corruption("compressed cluster descriptor " + hex(key) + " out of range");
-    }
-    return HostRange{r.offset >> g_.cluster_bits, (r.offset + r.length - 1) >> g_.cluster_bits};
+    return qcow2::held_clusters(g_, L2Entry{key, 0});
   }
 
   // Every compressed descriptor's number of references (one per path
@@ -307,8 +301,11 @@ class Deduplicator {
   // Puts every pending change on disk, releases included.
   Status flush_releases() {
     QD_TRY(image_.flush());
-    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;
+    releases_flushed();
     return Status::ok();
+  }
+  void releases_flushed() {
+    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;
   }
   // A copy that will lose its `refs` references (this run's plan, or, carried,
   // the interrupted run's): a compressed one's host clusters lose as many.
@@ -616,8 +613,8 @@ class Deduplicator {
         if (it == remap_.end()) continue;
         target = it->second.target;
         it->second.remaining -= std::min(it->second.remaining, refs);
+        QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
         if (is_compressed_key(c)) {
-          QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
           for (uint64_t hc = held.first; hc <= held.last; ++hc) {
             StreamHost& h = hosts_[hc];  // made by the plan (note_release)
             h.lost += refs;
@@ -625,7 +622,6 @@ class Deduplicator {
           }
         }
         if (it->second.remaining == 0) {
-          QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
           for (uint64_t hc = held.first; hc <= held.last; ++hc) released_.push_back(hc);
           remap_.erase(it);
         }
@@ -678,7 +674,7 @@ class Deduplicator {
     QD_ASSIGN_OR_RETURN(std::vector<qcow2::Image::ClusterRun> runs,
                         image_.free_cluster_runs(std::move(released_)));
     released_.clear();
-    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;  // the flush wrote them
+    releases_flushed();  // the flush wrote them
     for (const qcow2::Image::ClusterRun& r : runs) {
       puncher_->punch(r.first << g_.cluster_bits, r.count << g_.cluster_bits);
       stats_.clusters_punched += r.count;

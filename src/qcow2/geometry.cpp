@@ -1,6 +1,7 @@
 #include "qcow2/geometry.h"
 
 #include "util/size.h"
+#include "util/text.h"
 
 namespace qdedup::qcow2 {
 
@@ -44,6 +45,23 @@ CompressedRange compressed_range(const Geometry& g, const L2Entry& e) {
   uint64_t sectors = ((e.word >> g.csize_shift) & g.csize_mask) + 1;
   r.length = sectors * 512 - (r.offset & 511);
   return r;
+}
+
+Result<HeldClusters> held_clusters(const Geometry& g, const L2Entry& e) {
+  switch (e.type(g)) {
+    case ClusterType::kNormal:
+    case ClusterType::kZeroAlloc:
+      return HeldClusters{e.host_offset() >> g.cluster_bits, e.host_offset() >> g.cluster_bits};
+    case ClusterType::kCompressed: {
+      CompressedRange r = compressed_range(g, e);
+      if (r.length == 0 || r.offset + r.length > kMaxFileOffset) {
+        return corruption("compressed cluster descriptor " + hex(e.word) + " out of range");
+      }
+      return HeldClusters{r.offset >> g.cluster_bits, (r.offset + r.length - 1) >> g.cluster_bits};
+    }
+    default:
+      return HeldClusters{};
+  }
 }
 
 uint64_t encode_compressed_entry(const Geometry& g, uint64_t offset, uint64_t length) {

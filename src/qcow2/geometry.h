@@ -6,6 +6,7 @@
 
 #include "qcow2/format.h"
 #include "qcow2/header.h"
+#include "util/status.h"
 
 namespace qdedup::qcow2 {
 
@@ -85,6 +86,15 @@ struct CompressedRange {
 CompressedRange compressed_range(const Geometry& g, const L2Entry& e);
 // Encodes a compressed descriptor for `length` bytes at `offset`.
 uint64_t encode_compressed_entry(const Geometry& g, uint64_t offset, uint64_t length);
+
+// The host clusters an entry holds references to: [first, last], or none
+// (a compressed stream counts one reference on every cluster it touches).
+struct HeldClusters {
+  uint64_t first = 1, last = 0;
+  bool empty() const { return first > last; }
+};
+// Corruption for a compressed descriptor whose bytes lie beyond any file.
+Result<HeldClusters> held_clusters(const Geometry& g, const L2Entry& e);
 
 // Extended L2 subcluster bitmap halves.
 inline constexpr uint64_t kBitmapAllAllocated = 0x00000000ffffffffull;

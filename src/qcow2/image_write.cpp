@@ -75,33 +75,6 @@ Result<Image::L2Table*> Image::writable_l2(uint64_t guest_cluster) {
   return table;
 }
 
-namespace {
-
-// The host clusters an entry holds references to: [first, last], or none.
-struct HeldClusters {
-  uint64_t first = 1, last = 0;
-  bool empty() const { return first > last; }
-};
-
-Result<HeldClusters> held_clusters(const Geometry& g, const L2Entry& e) {
-  switch (e.type(g)) {
-    case ClusterType::kNormal:
-    case ClusterType::kZeroAlloc:
-      return HeldClusters{e.host_offset() >> g.cluster_bits, e.host_offset() >> g.cluster_bits};
-    case ClusterType::kCompressed: {
-      CompressedRange r = compressed_range(g, e);
-      if (r.length == 0 || r.offset + r.length > kMaxFileOffset) {
-        return corruption("compressed cluster descriptor " + hex(e.word) + " out of range");
-      }
-      return HeldClusters{r.offset >> g.cluster_bits, (r.offset + r.length - 1) >> g.cluster_bits};
-    }
-    default:
-      return HeldClusters{};
-  }
-}
-
-}  // namespace
-
 Status Image::release_clusters(const L2Entry& old, uint64_t count) {
   QD_ASSIGN_OR_RETURN(HeldClusters held, held_clusters(g_, old));
   for (uint64_t c = held.first; !held.empty() && c <= held.last; ++c) {
