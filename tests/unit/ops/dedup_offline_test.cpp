@@ -33,10 +33,18 @@ constexpr uint64_t kDistinctData = 5;
 // not in the v1 entry format).
 constexpr uint64_t kIndexedData = 4;
 
+// The image a qemu-img/qemu-io script makes ($IMG), or a failed test.
+Bytes qemu_made(const std::string& script) {
+  Result<Bytes> made = testsupport::run_qemu_script(script);
+  INFO(made.status().message());
+  REQUIRE(made.is_ok());
+  return *made;
+}
+
 // 4 MiB, 4 KiB clusters: two L2 tables. Snapshot s1 shares the second table
 // with s2 (the active state copied it when it wrote at 3M).
 Bytes qemu_image() {
-  Result<Bytes> made = testsupport::run_qemu_script(
+  return qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
       "qemu-io -c 'write -P 0x11 0 16k' -c 'write -P 0x11 2M 16k' -c 'write -P 0x22 64k 8k' "
       "-c 'write -z 128k 8k' -c 'write -P 0 192k 8k' -c 'write -c -P 0x33 256k 4k' "
@@ -48,9 +56,6 @@ Bytes qemu_image() {
       "qemu-io -c 'write -P 0x22 3M 8k' -c 'write -P 0x11 1M 4k' \"$IMG\" >/dev/null\n"
       "qemu-img bitmap --add \"$IMG\" bm0\n"
       "qemu-io -c 'write -P 0x55 512k 4k' -c 'write -P 0x11 520k 4k' \"$IMG\" >/dev/null\n");
-  INFO(made.status().message());
-  REQUIRE(made.is_ok());
-  return *made;
 }
 
 // The guest's view of the active state and of each snapshot, every cluster.
@@ -184,15 +189,13 @@ TEST_CASE("dedup-offline: a compressed copy alone in its host cluster frees it",
     return;
   }
   // Each qemu-io run starts a new host cluster for its compressed streams.
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 1M\n"
       "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -c -P 0x77 128k 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -P 0x77 192k 4k' -c 'write -c -P 0 256k 4k' \"$IMG\" >/dev/null\n");
-  INFO(made.status().message());
-  REQUIRE(made.is_ok());
-  const Run r = checked_run(*made);
+  const Run r = checked_run(made);
   const dedup::OfflineStats& s = r.report.images[0].stats;
   CHECK(s.compressed_clusters == 3);
   CHECK(s.duplicate_clusters == 2);  // the compressed 0x66, the uncompressed 0x77
@@ -211,12 +214,10 @@ TEST_CASE("dedup-offline leaves a compressed cluster that does not decompress as
     WARN("qemu-img/qemu-io not found: skipped");
     return;
   }
-  Result<Bytes> made = testsupport::run_qemu_script(
+  Bytes image = qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 1M\n"
       "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n");
-  REQUIRE(made.is_ok());
-  Bytes image = *made;
   // Guest cluster 16's entry (one L2 table): a compressed descriptor; its
   // stream's first bytes become garbage that raw deflate refuses.
   const uint64_t l1 = load_be64(image.data() + 40);
@@ -242,17 +243,15 @@ TEST_CASE("dedup-offline keeps every host cluster of a compressed keeper within 
   }
   // refcount_bits=2 (at most 3): three compressed streams fill one host
   // cluster's refcount; an uncompressed copy of the first cannot join it.
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 \"$IMG\" 1M\n"
       "qemu-io -c 'write -c -P 0x61 0 4k' -c 'write -c -P 0x62 4k 4k' "
       "-c 'write -c -P 0x63 8k 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -P 0x61 64k 4k' -c 'write -P 0x61 68k 4k' -c 'write -P 0x62 72k 4k' "
       "\"$IMG\" >/dev/null\n");
-  INFO(made.status().message());
-  REQUIRE(made.is_ok());
-  std::vector<uint64_t> stored = refcheck(*made).stored;
+  std::vector<uint64_t> stored = refcheck(made).stored;
   REQUIRE(std::count(stored.begin(), stored.end(), 3) >= 1);  // the shared stream cluster
-  const Run r = checked_run(*made);
+  const Run r = checked_run(made);
   const dedup::OfflineStats& s = r.report.images[0].stats;
   CHECK(s.compressed_clusters == 3);
   // 0x61 at 64k: the cap; it keeps 0x61 and 68k joins it. 0x62 at 72k: the cap too.
@@ -269,13 +268,12 @@ TEST_CASE("dedup-offline interrupted inside its first table resumes from cursor 
     return;
   }
   // 64 KiB clusters, one L2 table, 24 MiB of data: three 8 MiB read batches.
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 \"$IMG\" 64M\n"
       "qemu-io -c 'write -P 0x11 0 12M' -c 'write -P 0x22 12M 12M' \"$IMG\" >/dev/null\n");
-  REQUIRE(made.is_ok());
-  const Run whole = run_on(*made, false);
+  const Run whole = run_on(made, false);
   io::MemoryFileSystem fs;
-  fs.add_bytes("i.qcow2", *made);
+  fs.add_bytes("i.qcow2", made);
   // Cancelled after the first batch of the only table: its clusters are
   // planned (keepers in the index), nothing is repointed, the cursor is 0.
   std::atomic<bool> cancel{false};
@@ -309,13 +307,12 @@ TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no 
     WARN("qemu-img/qemu-io not found: skipped");
     return;
   }
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 \"$IMG\" 4M\n"
       "qemu-io -c 'write -P 0x11 0 64k' -c 'write -P 0x11 2M 64k' \"$IMG\" >/dev/null\n");
-  REQUIRE(made.is_ok());
-  const std::vector<Bytes> before = guest_views(*made);
+  const std::vector<Bytes> before = guest_views(made);
   io::MemoryFileSystem fs;
-  fs.add_bytes("v2.qcow2", *made);
+  fs.add_bytes("v2.qcow2", made);
   std::atomic<bool> cancel{false};
   DedupOfflineJob job;
   job.images = {"v2.qcow2"};
@@ -336,7 +333,7 @@ TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no 
   const Bytes after = fs.bytes("v2.qcow2");
   CHECK(refcheck(after).clean());
   CHECK(guest_views(after) == before);
-  CHECK(used_clusters(after) < used_clusters(*made));
+  CHECK(used_clusters(after) < used_clusters(made));
 }
 
 TEST_CASE("a dedup-offline batch runs two images at once and fails bad ones alone",
@@ -536,23 +533,21 @@ TEST_CASE("a resumed dedup-offline decides at the refcount cap as the uninterrup
   // has room once table 1 is done (in a run, a dry run and a resumed run
   // alike); then copies of 0x63 and 0x61, for which the host cluster is full
   // again: the cap makes them keepers, and the last 0x61 joins the new one.
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 \"$IMG\" 4M\n"
       "qemu-io -c 'write -P 0x62 0 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -c -P 0x61 4k 4k' -c 'write -c -P 0x62 8k 4k' "
       "-c 'write -c -P 0x63 12k 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -P 0x61 2M 4k' -c 'write -P 0x63 2052k 4k' "
       "-c 'write -P 0x61 2056k 4k' -c 'write -P 0x61 3M 4k' \"$IMG\" >/dev/null\n");
-  INFO(made.status().message());
-  REQUIRE(made.is_ok());
-  const Run r = checked_run(*made);
+  const Run r = checked_run(made);
   const dedup::OfflineStats& s = r.report.images[0].stats;
   CHECK(s.duplicate_clusters == 3);  // the compressed 0x62, 0x61 at 2M and at 3M
   CHECK(s.cap_overflows == 2);       // 0x63 at 2052k, 0x61 at 2056k
   CHECK(s.data_clusters_after() == 5);
   for (uint64_t rc : refcheck(r.after).stored) CHECK(rc <= 3);
   // Indexed: the uncompressed keepers 0x62, 0x63 and 0x61 (at 2056k).
-  CHECK(check_every_stop(*made, 3) >= 1);
+  CHECK(check_every_stop(made, 3) >= 1);
 }
 
 TEST_CASE("an interrupted dedup-offline counts a freed compressed host cluster once",
@@ -564,16 +559,15 @@ TEST_CASE("an interrupted dedup-offline counts a freed compressed host cluster o
   // The compressed 0x66 copy is mapped by the snapshot's table and by the
   // active one (copied when 0x77 was written): its stream is still pending
   // when the run stops after the first table.
-  Result<Bytes> made = testsupport::run_qemu_script(
+  const Bytes made = qemu_made(
       "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
       "qemu-io -c 'write -P 0x66 0 4k' \"$IMG\" >/dev/null\n"
       "qemu-io -c 'write -c -P 0x66 64k 4k' \"$IMG\" >/dev/null\n"
       "qemu-img snapshot -c s1 \"$IMG\"\n"
       "qemu-io -c 'write -P 0x77 128k 4k' \"$IMG\" >/dev/null\n");
-  REQUIRE(made.is_ok());
-  const Run r = checked_run(*made);
+  const Run r = checked_run(made);
   CHECK(r.report.images[0].stats.compressed_hosts_freed == 1);
-  CHECK(check_every_stop(*made, 2) >= 1);
+  CHECK(check_every_stop(made, 2) >= 1);
 }
 
 }  // namespace
