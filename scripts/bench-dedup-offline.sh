@@ -15,8 +15,9 @@
 #   batch      8 images of 512 MiB like mix-64k: dedup-offline -j default (2) against -j 1.
 # Each timed command runs once as a warm-up (page cache warm), then --runs times (default
 # 3); medians are reported. The real runs work on a fresh copy each time (the copy is not
-# timed). Rates are GB/s of allocated guest data (qemu-img check's allocated clusters x
-# cluster size). Peak RSS from GNU time. Slowness never fails the script; a failed run does.
+# timed); every timed run starts after a sync, so that no write-back of a copy or of an
+# earlier output runs during it. Rates are GB/s of allocated guest data (qemu-img check's
+# allocated clusters x cluster size). Peak RSS from GNU time. Slowness never fails the script; a failed run does.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,6 +70,7 @@ time_median() {
   if [ "$1" = --fresh ]; then img=$2; copy=$3; shift 3; fi
   for ((i = 0; i <= runs; i++)); do
     if [ -n "$img" ]; then cp --sparse=always "$img" "$copy"; cat "$copy" >/dev/null; fi
+    sync  # no write-back of an earlier copy or output runs during the timed one
     t=$(seconds "$@")
     [ "$i" -gt 0 ] && ts+=("$t")
   done
@@ -145,7 +147,11 @@ echo "GB/s = allocated guest bytes / dedup-offline wall time (hash, plan, repoin
 mix one.raw 512
 qemu-img convert -f raw -O qcow2 one.raw b0.qcow2
 rm one.raw
-copies() { local i; for i in 1 2 3 4 5 6 7 8; do cp --sparse=always b0.qcow2 "w$i.qcow2"; cat "w$i.qcow2" >/dev/null; done; }
+copies() {
+  local i
+  for i in 1 2 3 4 5 6 7 8; do cp --sparse=always b0.qcow2 "w$i.qcow2"; cat "w$i.qcow2" >/dev/null; done
+  sync
+}
 batch() {
   local j=$1 ts=() i t
   for ((i = 0; i <= runs; i++)); do

@@ -37,6 +37,9 @@ void FaultyFile::apply(MemoryFile& f, const Op& op) {
 
 Result<size_t> FaultyFile::pread(uint64_t offset, std::span<uint8_t> buf) {
   if (crashed_) return crashed_status(name_);
+  if (bad_reads_ && offset < bad_reads_->second && offset + buf.size() > bad_reads_->first) {
+    return io_error(name_ + ": injected read error at " + std::to_string(offset));
+  }
   return live_.pread(offset, buf);
 }
 

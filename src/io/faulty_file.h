@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "io/memory_file.h"
@@ -26,6 +27,9 @@ class FaultyFile : public File {
   // Write number `n` (1-based) fails once with `code` (e.g. kNoSpace); later
   // writes succeed again.
   void fail_write(uint64_t n, StatusCode code) { fail_at_ = n; fail_code_ = code; }
+  // Every read that touches bytes [begin, end) fails with an I/O error (a bad
+  // sector), from any thread. Set before the reads start.
+  void fail_reads(uint64_t begin, uint64_t end) { bad_reads_ = {begin, end}; }
 
   uint64_t writes() const { return writes_; }
   uint64_t flushes() const { return flushes_; }
@@ -69,6 +73,7 @@ class FaultyFile : public File {
   uint64_t flushes_ = 0;
   std::optional<uint64_t> crash_after_;
   std::optional<uint64_t> fail_at_;
+  std::optional<std::pair<uint64_t, uint64_t>> bad_reads_;
   StatusCode fail_code_ = StatusCode::kIoError;
   bool crashed_ = false;
 };

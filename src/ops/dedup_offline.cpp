@@ -152,11 +152,14 @@ class ImageRun {
     QD_ASSIGN_OR_RETURN(image_, qcow2::Image::open(std::make_unique<io::FileRef>(*file_),
                                                    {.writable = !job_.dry_run,
                                                     .keep_autoclear = qcow2::kAutoclearBitmaps |
-                                                                      dedup::kAutoclearResume}));
+                                                                      dedup::kAutoclearResume,
+                                                    .refcount_cache_blocks =
+                                                        job_.refcount_cache_blocks}));
     out_.cluster_size = image_->geometry().cluster_size;
     if (job_.against_backing) QD_TRY(batch_.attach_backing(*image_, out_.file));
     QD_TRY(deduplicate());
     if (!job_.dry_run) QD_TRY(finish());
+    out_.refcount_evictions = image_->refcount_evictions();
     QD_ASSIGN_OR_RETURN(out_.file_size_after, file_->size());
     QD_ASSIGN_OR_RETURN(out_.allocated_after, file_->allocated_size());
     out_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -32,6 +32,7 @@ struct DedupOfflineJob {
   uint64_t max_read_rate = 0;   // --max-rate, bytes per second over the batch; 0: none
   const std::atomic<bool>* cancel = nullptr;  // SIGINT/SIGTERM
   uint64_t checkpoint_bytes = 0;  // progress recorded every this many bytes read; 0: 256 MiB
+  size_t refcount_cache_blocks = 0;  // refcount blocks cached (tests: 1); 0: the default
   // Called (from any of the job's threads, serialized) as the batch goes on.
   std::function<void(const struct DedupOfflineProgress&)> progress;
 };
@@ -62,6 +63,7 @@ struct DedupOfflineImage {
   bool resumed = false;         // continued an interrupted run from its progress record
   std::string resume_note;      // why a progress record found was not used
   double seconds = 0;
+  uint64_t refcount_evictions = 0;  // times the refcount block cache was dropped (memory bound)
 
   uint64_t bytes_freed() const { return stats.clusters_freed() * cluster_size; }
 };

@@ -29,6 +29,7 @@ Image::Image(std::unique_ptr<io::File> file, Header header, const ImageOptions& 
       refcounts_(*file_, g_, header_) {
   // An eviction of refcount blocks writes increases: COPIED clears go first.
   refcounts_.set_before_eviction([this] { return write_copied_clears(); });
+  if (options.refcount_cache_blocks != 0) refcounts_.set_cache_limit(options.refcount_cache_blocks);
 }
 
 Image::~Image() = default;

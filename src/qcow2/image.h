@@ -33,6 +33,9 @@ struct ImageOptions {
   // cleared, as QEMU does): kAutoclearBitmaps for a job that changes no guest
   // byte, so that the persistent bitmaps stay valid (docs/format.md, 7).
   uint64_t keep_autoclear = 0;
+  // Refcount blocks cached before they are written back (0: the default
+  // budget). Tests set 1 to make every move between blocks an eviction.
+  size_t refcount_cache_blocks = 0;
 };
 
 class Image : public BlockDevice {
@@ -50,6 +53,8 @@ class Image : public BlockDevice {
 
   const Header& header() const { return header_; }
   const Geometry& geometry() const { return g_; }
+  // Times cached refcount blocks were written back and dropped to bound memory.
+  uint64_t refcount_evictions() const { return refcounts_.evictions(); }
   const std::vector<Snapshot>& snapshots() const { return snapshots_; }
   io::File& file() { return *file_; }
   void set_backing(std::unique_ptr<BlockDevice> backing) { backing_ = std::move(backing); }

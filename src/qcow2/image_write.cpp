@@ -179,6 +179,10 @@ Status Image::link_cluster(uint64_t guest_cluster, uint64_t host_offset,
   uint64_t target = host_offset >> g_.cluster_bits;
   QD_ASSIGN_OR_RETURN(uint64_t rc, effective_refcount(target));
   if (rc == 0) return invalid_argument("link target " + hex(host_offset) + " is not in use");
+  if (rc >= g_.refcount_max) {  // refused before anything changes
+    return invalid_argument("refcount of cluster " + std::to_string(target) + " would exceed " +
+                            std::to_string(g_.refcount_max));
+  }
   if (rc == 1) {
     // The owner's entry must lose COPIED before the cluster is shared.
     if (!owner_guest_cluster) {
@@ -189,10 +193,13 @@ Status Image::link_cluster(uint64_t guest_cluster, uint64_t host_offset,
       return invalid_argument("guest cluster " + std::to_string(*owner_guest_cluster) +
                               " does not own " + hex(host_offset));
     }
-    QD_TRY(refcounts_.add(target, 1));
+    // The clear is in the cache before the increase: an eviction of refcount
+    // blocks (which writable_l2 can cause when it looks up the table's own
+    // refcount) then writes the clear first, never the increase alone.
     QD_ASSIGN_OR_RETURN(L2Table * t, writable_l2(*owner_guest_cluster));
     owner.word &= ~kOflagCopied;
     store_entry(*t, g_.l2_index(*owner_guest_cluster), owner);
+    QD_TRY(refcounts_.add(target, 1));
   } else {
     QD_TRY(refcounts_.add(target, 1));
   }

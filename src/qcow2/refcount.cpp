@@ -8,12 +8,6 @@
 
 namespace qdedup::qcow2 {
 
-namespace {
-// Refcount blocks kept in memory before clean ones are dropped.
-constexpr size_t kMaxCachedBlocks = 4096;
-
-}  // namespace
-
 uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i) {
   switch (order) {
     case 0: case 1: case 2: {
@@ -112,10 +106,11 @@ Result<Refcounts::Block*> Refcounts::block(uint64_t index, bool create,
 }
 
 Status Refcounts::evict_if_large() {
-  if (blocks_.size() < kMaxCachedBlocks) return Status::ok();
+  if (blocks_.size() < max_cached_blocks_) return Status::ok();
   if (before_eviction_ && dirty()) QD_TRY(before_eviction_());
   QD_TRY(write_back());
   blocks_.clear();
+  ++evictions_;
   return Status::ok();
 }
 

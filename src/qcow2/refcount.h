@@ -19,12 +19,21 @@
 
 namespace qdedup::qcow2 {
 
+// Refcount blocks kept in memory (whichever is larger of a count and a byte
+// budget), as for L2 tables.
+constexpr uint64_t kRefcountCacheBytes = 64ull << 20;
+constexpr size_t kRefcountCacheMinBlocks = 16;
+
 class Refcounts {
  public:
   // `header` is the image's live header: growing the table updates its
   // refcount_table_offset/clusters and writes them to disk.
   Refcounts(io::File& file, const Geometry& geometry, Header& header)
-      : file_(file), g_(geometry), header_(header) {}
+      : file_(file),
+        g_(geometry),
+        header_(header),
+        max_cached_blocks_(std::max<size_t>(kRefcountCacheMinBlocks,
+                                            kRefcountCacheBytes / geometry.cluster_size)) {}
 
   // Reads the refcount table (its size is validated by validate_header).
   Status load();
@@ -47,6 +56,11 @@ class Refcounts {
   // Makes allocate() look for free clusters at `cluster` and above only (for
   // repairs, which must not trust stored zeros below the file's end).
   void allocate_from(uint64_t cluster) { free_hint_ = std::max(free_hint_, cluster); }
+
+  // Refcount blocks kept in memory before they are written back and dropped
+  // (at least 1), and how many times that happened.
+  void set_cache_limit(size_t blocks) { max_cached_blocks_ = std::max<size_t>(blocks, 1); }
+  uint64_t evictions() const { return evictions_; }
 
   // Writes dirty refcount blocks, flushes, writes changed reftable entries,
   // flushes. A no-op when nothing is dirty.
@@ -84,6 +98,8 @@ class Refcounts {
   std::unordered_map<uint64_t, Block> blocks_;
   uint64_t free_hint_ = 0;  // no free cluster below this index
   std::function<Status()> before_eviction_;
+  size_t max_cached_blocks_;
+  uint64_t evictions_ = 0;
 };
 
 // The size of a new refcount structure: refcount blocks for every cluster

@@ -75,6 +75,20 @@ TEST_CASE("fail_write fails one chosen write once with the chosen code", "[io][f
   CHECK(f.flush().is_ok());
 }
 
+TEST_CASE("fail_reads fails every read touching the bad range, and only those", "[io][faulty]") {
+  FaultyFile f(filled(16, 5));
+  f.fail_reads(8, 10);
+  std::vector<uint8_t> buf(4);
+  CHECK(f.pread(4, buf).is_ok());  // ends at 8
+  CHECK(f.pread(10, buf).is_ok());  // starts at 10
+  for (uint64_t at : {5u, 7u, 9u}) {
+    auto r = f.pread(at, buf);
+    CHECK(r.status().code() == StatusCode::kIoError);
+  }
+  CHECK(f.pwrite(8, filled(2, 1)).is_ok());  // writes are not affected
+  CHECK_FALSE(f.crashed());
+}
+
 TEST_CASE("image_after_crash(kFlushedOnly) is the state at the last flush", "[io][faulty]") {
   FaultyFile f(filled(4, 0));
   REQUIRE(f.pwrite(0, filled(2, 1)).is_ok());

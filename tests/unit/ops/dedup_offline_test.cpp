@@ -23,8 +23,6 @@ using Bytes = std::vector<uint8_t>;
 using testsupport::read_guest_cluster;
 using testsupport::refcheck;
 
-constexpr uint64_t kCluster = 4096;
-constexpr uint64_t kGuestClusters = (4u << 20) / kCluster;
 // Distinct non-zero contents: 0x11, 0x22, 0x33, 0x44, 0x55. The walk meets a
 // compressed 0x33 cluster first: it is kept, the other compressed one and the
 // uncompressed one at 264k are merged into it.
@@ -62,11 +60,13 @@ Bytes qemu_image() {
 std::vector<Bytes> guest_views(const Bytes& image) {
   auto snaps = testsupport::list_snapshots(image);
   REQUIRE(snaps.is_ok());
+  const uint64_t cluster_size = uint64_t{1} << load_be32(image.data() + qcow2::kOffClusterBits);
+  const uint64_t guest_clusters = load_be64(image.data() + qcow2::kOffSize) / cluster_size;
   std::vector<Bytes> views(1 + snaps->size());
   for (size_t v = 0; v < views.size(); ++v) {
     std::optional<size_t> snap;
     if (v > 0) snap = v - 1;
-    for (uint64_t gc = 0; gc < kGuestClusters; ++gc) {
+    for (uint64_t gc = 0; gc < guest_clusters; ++gc) {
       auto c = read_guest_cluster(image, gc, snap);
       INFO("view " << v << " guest cluster " << gc << ": " << c.status().message());
       REQUIRE(c.is_ok());
@@ -336,6 +336,48 @@ TEST_CASE("dedup-offline checkpoints and interruptions on a version 2 image (no 
   CHECK(used_clusters(after) < used_clusters(made));
 }
 
+TEST_CASE("a read error while the pool threads read is reported and leaves the image consistent",
+          "[ops][dedup-offline]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes image = qemu_image();
+  const std::vector<Bytes> before = guest_views(image);
+  // The host cluster holding the 0x55 data: only the hashing pass reads it.
+  constexpr uint64_t kCs = 4096;
+  uint64_t bad = 0;
+  for (uint64_t off = kCs; off + kCs <= image.size() && bad == 0; off += kCs) {
+    if (std::all_of(image.begin() + off, image.begin() + off + kCs,
+                    [](uint8_t b) { return b == 0x55; })) {
+      bad = off;
+    }
+  }
+  REQUIRE(bad != 0);
+  for (unsigned threads : {1u, 2u}) {
+    INFO(threads << " hashing threads");
+    io::MemoryFileSystem fs;
+    auto f = std::make_unique<io::FaultyFile>(image, "i.qcow2");
+    f->fail_reads(bad, bad + kCs);
+    io::FaultyFile* faulty = f.get();
+    fs.add("i.qcow2", std::move(f));
+    DedupOfflineJob job;
+    job.images = {"i.qcow2"};
+    job.threads = threads;
+    DedupOfflineReport r = dedup_offline(fs, job);
+    REQUIRE(r.images[0].outcome == ImageOutcome::kFailed);
+    CHECK(r.images[0].error.find("injected read error at " + std::to_string(bad)) !=
+          std::string::npos);
+    CHECK(r.any_failed());
+    const Bytes& after = faulty->live_bytes();
+    auto rc = refcheck(after);
+    INFO(rc.summary());
+    CHECK(rc.consistent());
+    CHECK(guest_views(after) == before);
+    CHECK(bitmaps_valid(after));
+  }
+}
+
 TEST_CASE("a dedup-offline batch runs two images at once and fails bad ones alone",
           "[ops][dedup-offline][batch]") {
   if (!testsupport::have_qemu()) {
@@ -373,13 +415,13 @@ TEST_CASE("a dedup-offline batch runs two images at once and fails bad ones alon
   CHECK(fs.bytes("i2.qcow2") == corrupt);  // refused: untouched
 }
 
-TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a rerun finishes",
-          "[ops][dedup-offline][crash]") {
-  if (!testsupport::have_qemu()) {
-    WARN("qemu-img/qemu-io not found: skipped");
-    return;
-  }
-  const Bytes image = qemu_image();
+// Crashes dedup-offline on `image` after every write N in turn (a progress
+// record after every table, `refcount_cache_blocks` as the job's): every
+// state the crash can leave checks consistent (leaks allowed) under refcheck
+// and qemu-img check, keeps every view and the bitmaps, and a rerun completes
+// the deduplication as one uninterrupted run does. Returns the clean run's
+// number of refcount cache evictions.
+uint64_t crash_at_every_write(const Bytes& image, size_t refcount_cache_blocks) {
   const std::vector<Bytes> before = guest_views(image);
   auto run = [&](std::optional<uint64_t> crash_after) {
     io::MemoryFileSystem fs;
@@ -391,6 +433,7 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
     job.images = {"i.qcow2"};
     job.threads = 1;
     job.checkpoint_bytes = 1;  // a progress record after every table: crashes hit them too
+    job.refcount_cache_blocks = refcount_cache_blocks;
     DedupOfflineReport r = dedup_offline(fs, job);
     struct Out {
       DedupOfflineImage result;
@@ -440,6 +483,38 @@ TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a 
   }
   CHECK(states >= clean.writes);
   WARN(states << " crash states, " << copied_states << " with the missing-COPIED finding only");
+  return clean.result.refcount_evictions;
+}
+
+TEST_CASE("a crash at any write of dedup-offline leaves every view intact and a rerun finishes",
+          "[ops][dedup-offline][crash]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  crash_at_every_write(qemu_image(), 0);
+}
+
+TEST_CASE("a crash at any write of dedup-offline with one refcount block cached",
+          "[ops][dedup-offline][crash]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  // 512-byte clusters, 64-bit refcounts: a refcount block covers 64 clusters
+  // (32 KiB), so the image's ~200 clusters span four blocks and a cache of
+  // one block is written back and dropped whenever the run moves to another
+  // (the path a big image takes past the default budget). Snapshot s1 shares
+  // the tables; the bitmap must stay valid through every eviction.
+  const Bytes image = qemu_made(
+      "qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 \"$IMG\" 256k\n"
+      "qemu-io -c 'write -P 0x11 0 24k' -c 'write -P 0x22 32k 16k' -c 'write -P 0x11 96k 24k' "
+      "-c 'write -P 0 160k 8k' -c 'write -c -P 0x22 200k 4k' \"$IMG\" >/dev/null\n"
+      "qemu-img snapshot -c s1 \"$IMG\"\n"
+      "qemu-img bitmap --add \"$IMG\" bm0\n"
+      "qemu-io -c 'write -P 0x33 64k 8k' -c 'write -P 0x22 128k 8k' \"$IMG\" >/dev/null\n");
+  CHECK(crash_at_every_write(image, 0) == 0);  // the default budget holds every block
+  CHECK(crash_at_every_write(image, 1) >= 10);
 }
 
 // Interrupts dedup-offline on `image` after the k-th progress report (read

@@ -31,6 +31,7 @@ namespace {
 using testsupport::options;
 using testsupport::refcheck;
 using testsupport::RefCheckReport;
+using testsupport::crash::across_refcount_blocks;
 using testsupport::crash::crash_at_every_write;
 using testsupport::crash::fresh_writes;
 using testsupport::crash::links;
@@ -38,6 +39,7 @@ using testsupport::crash::open_on;
 using testsupport::crash::over_compressed;
 using testsupport::crash::overwrites;
 using testsupport::crash::prepare;
+using testsupport::crash::refcount_evictions_of;
 using testsupport::crash::refcount_growth;
 using testsupport::crash::rewrite_both_sharers;
 using testsupport::crash::Scenario;
@@ -96,6 +98,18 @@ TEST_CASE("a crash at any write leaves a consistent image: new refcount block", 
 TEST_CASE("a crash at any write leaves a consistent image: refcount table growth",
           "[qcow2][crash]") {
   crash_at_every_write(refcount_growth(6, 4080, "refcount table growth"));
+}
+
+TEST_CASE("a crash at any write leaves a consistent image: refcount cache evictions",
+          "[qcow2][crash]") {
+  crash_at_every_write(across_refcount_blocks("one refcount block cached"));
+}
+
+TEST_CASE("the refcount eviction scenario evicts", "[qcow2][crash]") {
+  Scenario s = across_refcount_blocks("evictions");
+  CHECK(refcount_evictions_of(s) >= 5);
+  s.refcount_cache_blocks = 0;  // the default budget: everything stays cached
+  CHECK(refcount_evictions_of(s) == 0);
 }
 
 TEST_CASE("the refcount growth scenarios grow what they claim to", "[qcow2][crash]") {

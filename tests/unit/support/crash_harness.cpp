@@ -28,9 +28,11 @@ using qcow2::L2Entry;
 using Content = std::vector<uint8_t>;
 using Survivors = FaultyFile::Survivors;
 
-Result<std::unique_ptr<Image>> open_on(std::unique_ptr<io::File> f, bool writable) {
+Result<std::unique_ptr<Image>> open_on(std::unique_ptr<io::File> f, bool writable,
+                                       size_t refcount_cache_blocks) {
   ImageOptions o;
   o.writable = writable;
+  o.refcount_cache_blocks = refcount_cache_blocks;
   return Image::open(std::move(f), o);
 }
 
@@ -191,7 +193,7 @@ Run run_scenario(const Scenario& s, const std::vector<Content>& initial, Configu
   Run run;
   run.file = f.get();
   configure(*run.file);
-  Result<std::unique_ptr<Image>> img = open_on(std::move(f), true);
+  Result<std::unique_ptr<Image>> img = open_on(std::move(f), true, s.refcount_cache_blocks);
   INFO(img.status().message());
   REQUIRE(img.is_ok());
   run.img = std::move(*img);
@@ -431,6 +433,20 @@ void no_space_at_every_write(const Scenario& s, bool keep_going) {
 
 // ---- Scenarios ----
 
+uint64_t refcount_evictions_of(const Scenario& s) {
+  auto f = std::make_unique<io::MemoryFile>("evictions", s.base);
+  Result<std::unique_ptr<Image>> img = open_on(std::move(f), true, s.refcount_cache_blocks);
+  REQUIRE(img.is_ok());
+  Model m(std::vector<Content>((*img)->geometry().guest_clusters,
+                               Content((*img)->geometry().cluster_size, 0)));
+  for (const Op& op : s.ops) {
+    Status st = apply(**img, m, op);
+    INFO(describe(op) << ": " << st.message());
+    REQUIRE(st.is_ok());
+  }
+  return (*img)->refcount_evictions();
+}
+
 std::vector<uint8_t> prepare(std::vector<uint8_t> base, const std::vector<Op>& ops) {
   auto f = std::make_unique<io::MemoryFile>("prepare", std::move(base));
   io::MemoryFile* raw = f.get();
@@ -524,6 +540,25 @@ Scenario refcount_growth(uint32_t refcount_order, uint64_t fill_to_clusters,
   ops.push_back(Op::link(gc + 100, gc));
   ops.push_back(Op::close());
   return {name, base, ops, gc + 200};
+}
+
+Scenario across_refcount_blocks(const std::string& name) {
+  // 64-bit refcounts at 512-byte clusters: a block covers 64 clusters, and the
+  // 200 data clusters with their L2 tables span four blocks.
+  CreateOptions o = options(1 << 20, 9);
+  o.refcount_order = 6;
+  std::vector<Op> fill;
+  for (uint64_t gc = 0; gc < 200; ++gc) fill.push_back(Op::write(gc, static_cast<uint32_t>(gc + 1)));
+  std::vector<uint8_t> base = prepare(new_image(o), fill);
+  Scenario s{name,
+             base,
+             {Op::link(1000, 2), Op::link(1001, 190), Op::link(1002, 100),  // blocks 0, 3, 2
+              Op::write(2, 70), Op::link(190, 5),  // copy on write; a link replacing own data
+              Op::flush(), Op::zero(100), Op::link(1003, 1001), Op::write(1500, 71),
+              Op::link(60, 150), Op::close()},
+             1800};
+  s.refcount_cache_blocks = 1;
+  return s;
 }
 
 Scenario with_snapshot() {

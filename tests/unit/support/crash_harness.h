@@ -53,10 +53,12 @@ struct Scenario {
   std::vector<uint8_t> base;
   std::vector<Op> ops;
   uint64_t spare_cluster = 0;  // written by the usability check
+  size_t refcount_cache_blocks = 0;  // ImageOptions of the scenario's run (0: the default)
 };
 
 // Opens `f` as a qcow2 image (the image owns `f`).
-Result<std::unique_ptr<qcow2::Image>> open_on(std::unique_ptr<io::File> f, bool writable);
+Result<std::unique_ptr<qcow2::Image>> open_on(std::unique_ptr<io::File> f, bool writable,
+                                              size_t refcount_cache_blocks = 0);
 
 // Runs `s` once without faults (it must succeed and leave a clean image) to
 // count its writes W; then, for every N in 0..W, runs it again crashing after
@@ -70,6 +72,10 @@ void crash_at_every_write(const Scenario& s);
 // paused on ENOSPC): the rest of the scenario and a close() must succeed and
 // leave a consistent image holding everything but, possibly, the failed op.
 void no_space_at_every_write(const Scenario& s, bool keep_going);
+
+// Runs `s` without faults and returns how many times its image evicted the
+// refcount block cache (ImageOptions::refcount_cache_blocks).
+uint64_t refcount_evictions_of(const Scenario& s);
 
 // ---- Scenarios ----
 
@@ -96,6 +102,11 @@ Scenario zeros(const qcow2::CreateOptions& o, const std::string& name);
 // 512-byte table cluster covers 64 * 64 clusters).
 Scenario refcount_growth(uint32_t refcount_order, uint64_t fill_to_clusters,
                          const std::string& name);
+// Links, writes and zeroes whose clusters lie in different refcount blocks of
+// a 512-byte-cluster image, run with one refcount block cached: every move to
+// another block evicts the cache and writes it back in the middle of an
+// operation.
+Scenario across_refcount_blocks(const std::string& name);
 // Writes and links into an image with an internal snapshot that shares L2
 // tables and data. Needs qemu-img/qemu-io (see have_qemu()).
 Scenario with_snapshot();
