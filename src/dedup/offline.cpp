@@ -151,13 +151,14 @@ class Deduplicator {
   // Hashes the batch's `n` clusters in pieces for each estimate.
   void estimate(size_t n) {
     const uint64_t bytes = n * g_.cluster_size;
+    hash::HashPool& pool = o_.estimate_pool ? *o_.estimate_pool : pool_;
     for (size_t k = 0; k < stats_.estimates.size(); ++k) {
       GranularityEstimate& e = stats_.estimates[k];
       const size_t pieces = bytes / e.granularity;
-      piece_digests_.resize(pieces * pool_.digest_size());
+      piece_digests_.resize(pieces * pool.digest_size());
       piece_skip_.assign(pieces, 0);
-      pool_.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), bytes), e.granularity,
-                                piece_digests_.data(), piece_skip_.data(), true);
+      pool.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), bytes), e.granularity,
+                               piece_digests_.data(), piece_skip_.data(), true);
       for (size_t i = 0; i < pieces; ++i) {
         ++e.chunks;
         if (piece_skip_[i] == hash::HashPool::kZeroChunk) {
@@ -165,7 +166,7 @@ class Deduplicator {
           continue;
         }
         uint64_t fp;
-        std::memcpy(&fp, piece_digests_.data() + i * pool_.digest_size(), sizeof fp);
+        std::memcpy(&fp, piece_digests_.data() + i * pool.digest_size(), sizeof fp);
         if (estimate_sets_[k].insert(fp).second) ++e.distinct_chunks;
       }
     }

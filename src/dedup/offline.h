@@ -73,6 +73,9 @@ struct OfflineOptions {
   // cluster size; others are ignored) and count distinct pieces. 8 bytes of
   // RAM and a set slot per distinct piece.
   std::vector<uint64_t> estimate_granularities;
+  // Hashes the estimates' pieces (only fingerprints are counted, so a fast
+  // non-cryptographic hash such as XXH3 does); null: the run's pool.
+  hash::HashPool* estimate_pool = nullptr;
   uint64_t resume_cursor = 0;
   std::vector<PendingRemap> resume_pending;  // the interrupted run's pending copies
   // Called at each checkpoint, once the changes are on disk, with the cursor

@@ -1,11 +1,14 @@
 #include "dedup/resume.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "dedup/index_entry.h"
 #include "dedup/index_io.h"
 #include "dedup/index_reader.h"
 #include "hash/sha256.h"
+#include "qcow2/walk.h"
+#include "util/text.h"
 #include "util/endian.h"
 
 namespace qdedup::dedup {
@@ -37,15 +40,36 @@ class ResumeLoader final : public IndexVisitor {
     }
     QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(first_cluster));
     if (rc == 0) return corruption("progress record entry " + std::to_string(n) + ": cluster not in use");
+    if (e.host_offset & kKeeperCompressed) compressed_.insert(e.host_offset);
     return index_.insert(e.hash.data(), e.host_offset, e.owner_guest_cluster);
   }
   Status checksum_mismatch() override { return corruption("progress record checksum mismatch"); }
+
+  // The compressed keepers' descriptors: a well-formed descriptor in a used
+  // cluster may still start in the middle of a stream, so the caller checks
+  // that a table maps each of them.
+  std::unordered_set<uint64_t>& compressed() { return compressed_; }
 
  private:
   qcow2::Image& image_;
   DedupIndex& index_;
   uint64_t file_size_;
+  std::unordered_set<uint64_t> compressed_;
 };
+
+// Corruption unless an L2 entry of some table maps each of `descriptors`.
+Status check_mapped(qcow2::Image& image, std::unordered_set<uint64_t> descriptors) {
+  if (descriptors.empty()) return Status::ok();
+  QD_TRY(qcow2::walk_l2_tables(
+      image, [&](const qcow2::L2TableVisit&, std::span<const qcow2::L2EntryVisit> entries) {
+        for (const qcow2::L2EntryVisit& v : entries) {
+          if (v.type == qcow2::ClusterType::kCompressed) descriptors.erase(v.entry.word & ~qcow2::kOflagCopied);
+        }
+        return Status::ok();
+      }));
+  if (descriptors.empty()) return Status::ok();
+  return corruption("progress record: compressed keeper " + hex(*descriptors.begin()) + " is not mapped by any table");
+}
 
 void remove_record(qcow2::Header& h) {
   auto& x = h.unknown_extensions;
@@ -101,9 +125,12 @@ Status load_resume_index(qcow2::Image& image, const ResumeRecord& r, DedupIndex&
     if (!copy_ok || !target_ok) {
       return corruption("progress record: pending copy " + std::to_string(i) + " is invalid");
     }
+    if (p.target_offset > kPendingKept && (p.target_offset & kKeeperCompressed)) {
+      loader.compressed().insert(p.target_offset);
+    }
     pending.push_back(p);
   }
-  return Status::ok();
+  return check_mapped(image, std::move(loader.compressed()));
 }
 
 Status write_resume_record(qcow2::Image& image, DedupIndex& index, hash::HashAlgorithm algorithm,

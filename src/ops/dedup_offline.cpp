@@ -215,7 +215,10 @@ class ImageRun {
     algorithm_ = choice.algorithm;
     if (!job_.dry_run) QD_TRY(image_->start_writing());  // the old index is stale from here on
     dedup::OfflineOptions oo;
-    if (job_.dry_run) oo.estimate_granularities = {4096, 16384, 65536};
+    if (job_.dry_run) {
+      oo.estimate_granularities = {4096, 16384, 65536};
+      oo.estimate_pool = &batch_.pool(hash::HashAlgorithm::kXxh3);
+    }
     oo.refcount_cap = existing ? existing->refcount_cap : 0;
     records_ = !job_.dry_run && image_->header().version >= 3;  // v2 has no autoclear bits
     if (records_) {
@@ -252,12 +255,16 @@ class ImageRun {
   template <typename MakeIndex>
   Status resume(const MakeIndex& make_index, dedup::OfflineOptions& oo) {
     auto record = dedup::find_resume_record(image_->header());
-    if (!record || !record->has_value()) return Status::ok();
-    const dedup::ResumeRecord& r = **record;
-    Status st = r.index.hash_algorithm == static_cast<uint32_t>(algorithm_)
-                    ? dedup::load_resume_index(*image_, r, *index_, oo.resume_pending)
-                    : invalid_argument("the interrupted run used another hash");
+    if (record && !record->has_value()) return Status::ok();
+    Status st = record.status();
     if (st) {
+      const dedup::ResumeRecord& r = **record;
+      st = r.index.hash_algorithm == static_cast<uint32_t>(algorithm_)
+               ? dedup::load_resume_index(*image_, r, *index_, oo.resume_pending)
+               : invalid_argument("the interrupted run used another hash");
+    }
+    if (st) {
+      const dedup::ResumeRecord& r = **record;
       oo.resume_cursor = r.cursor;
       out_.resumed = true;
       return Status::ok();

@@ -8,8 +8,12 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <vector>
 
+#include "dedup/extension.h"
+#include "dedup/resume.h"
+#include "hash/sha256.h"
 #include "io/faulty_file.h"
 #include "io/file_system.h"
 #include "qcow2/format.h"
@@ -593,6 +597,155 @@ TEST_CASE("an interrupted dedup-offline leaves a consistent image and resumes fr
   // The record then holds uncompressed and compressed keepers and pending
   // copies of both kinds.
   CHECK(check_every_stop(qemu_image(), kIndexedData) >= 3);
+}
+
+// The data of the image's progress record (docs/format.md, 7), or null.
+uint8_t* resume_record(Bytes& image) {
+  uint64_t at = load_be32(image.data() + qcow2::kOffHeaderLength);
+  while (at + 8 <= image.size()) {
+    const uint32_t type = load_be32(image.data() + at);
+    const uint32_t length = load_be32(image.data() + at + 4);
+    if (type == 0) break;
+    if (type == dedup::kExtResume) return image.data() + at + 8;
+    at += 8 + ((length + 7) & ~7u);
+  }
+  return nullptr;
+}
+
+TEST_CASE("a damaged or forged progress record is not used: the run starts over",
+          "[ops][dedup-offline][resume]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img/qemu-io not found: skipped");
+    return;
+  }
+  const Bytes made = qemu_image();
+  const std::vector<Bytes> before = guest_views(made);
+  const Run whole = run_on(made, false);
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.threads = 1;
+  job.jobs = 1;
+  job.checkpoint_bytes = 1;
+  // Offsets in the record: the index's (as in the dedup extension), then the
+  // cursor and the pending copies' offset, count and checksum.
+  constexpr size_t kHashSize = 12, kIndexOffset = 16, kIndexSize = 24, kIndexEntries = 32;
+  constexpr size_t kIndexChecksum = 48;
+  constexpr size_t kPendingOffset = dedup::kExtDedupLength + 8;
+  constexpr size_t kPendingCount = dedup::kExtDedupLength + 16;
+  constexpr size_t kPendingChecksum = dedup::kExtDedupLength + 24;
+  constexpr size_t kEntryHostOffset = 32;  // sha256
+
+  // The first stop whose record holds both keepers and pending copies.
+  Bytes stopped;
+  for (int stop_at = 1; stopped.empty(); ++stop_at) {
+    io::MemoryFileSystem fs;
+    fs.add_bytes("i.qcow2", made);
+    std::atomic<bool> cancel{false};
+    int reports = 0;
+    job.cancel = &cancel;
+    job.progress = [&](const DedupOfflineProgress&) {
+      if (++reports == stop_at) cancel = true;
+    };
+    DedupOfflineReport first = dedup_offline(fs, job);
+    REQUIRE(first.images[0].outcome == ImageOutcome::kInterrupted);
+    Bytes image = fs.bytes("i.qcow2");
+    const uint8_t* r = resume_record(image);
+    REQUIRE(r != nullptr);
+    if (load_be64(r + kIndexEntries) != 0 && load_be64(r + kPendingCount) != 0) stopped = image;
+  }
+  job.cancel = nullptr;
+  job.progress = nullptr;
+
+  auto reseal_pending = [](Bytes& image, uint8_t* r) {
+    const uint64_t at = load_be64(r + kPendingOffset), n = load_be64(r + kPendingCount);
+    const hash::Sha256Digest d = hash::sha256(std::span<const uint8_t>(image.data() + at, n * 16));
+    std::copy(d.begin(), d.end(), r + kPendingChecksum);
+  };
+  auto reseal_index = [](Bytes& image, uint8_t* r) {
+    const uint64_t at = load_be64(r + kIndexOffset), n = load_be64(r + kIndexSize);
+    const hash::Sha256Digest d = hash::sha256(std::span<const uint8_t>(image.data() + at, n));
+    std::copy(d.begin(), d.end(), r + kIndexChecksum);
+  };
+  auto first_pending = [](Bytes& image, uint8_t* r) { return image.data() + load_be64(r + kPendingOffset); };
+  auto first_entry = [](Bytes& image, uint8_t* r) { return image.data() + load_be64(r + kIndexOffset); };
+  // The first keeper that is (or is not) compressed: its entry's host offset.
+  auto keeper_offset = [](Bytes& image, uint8_t* r, bool compressed) -> uint8_t* {
+    constexpr size_t kEntrySize = 48;  // sha256
+    for (uint64_t i = 0; i < load_be64(r + kIndexEntries); ++i) {
+      uint8_t* e = image.data() + load_be64(r + kIndexOffset) + i * kEntrySize + kEntryHostOffset;
+      if (((load_be64(e) & dedup::kKeeperCompressed) != 0) == compressed) return e;
+    }
+    FAIL("no such keeper in the record");
+    return nullptr;
+  };
+  struct Damage {
+    const char* what;
+    const char* note;  // in the run's note
+    std::function<void(Bytes&, uint8_t*)> apply;
+  };
+  const std::vector<Damage> damages = {
+      {"a pending copy names a compressed stream past the end of the file (resealed)",
+       "pending copy 0 is invalid",
+       [&](Bytes& image, uint8_t* r) {
+         store_be64(first_pending(image, r), qcow2::kOflagCompressed | (image.size() + (1u << 20)));
+         reseal_pending(image, r);
+       }},
+      {"a pending copy names cluster 0 (resealed)", "pending copy 0 is invalid",
+       [&](Bytes& image, uint8_t* r) {
+         store_be64(first_pending(image, r), 0);
+         reseal_pending(image, r);
+       }},
+      {"a pending copy's byte flipped", "pending copies checksum",
+       [&](Bytes& image, uint8_t* r) { first_pending(image, r)[7] ^= 1; }},
+      {"more pending copies than the file holds", "pending copies outside the file",
+       [&](Bytes&, uint8_t* r) { store_be64(r + kPendingCount, uint64_t{1} << 40); }},
+      {"a keeper's hash byte flipped", "progress record checksum mismatch",
+       [&](Bytes& image, uint8_t* r) { first_entry(image, r)[0] ^= 1; }},
+      {"a keeper past the end of the file (resealed)", "progress record entry 0",
+       [&](Bytes& image, uint8_t* r) {
+         store_be64(first_entry(image, r) + kEntryHostOffset, (image.size() + (1u << 20)) & ~4095ull);
+         reseal_index(image, r);
+       }},
+      {"a keeper at an unaligned offset (resealed)", "invalid host offset",
+       [&](Bytes& image, uint8_t* r) {
+         uint8_t* e = keeper_offset(image, r, false);
+         store_be64(e, load_be64(e) + 512);
+         reseal_index(image, r);
+       }},
+      // Well formed, in a used cluster, but inside a stream: no table maps it.
+      {"a compressed keeper moved by 512 bytes (resealed)", "is not mapped by any table",
+       [&](Bytes& image, uint8_t* r) {
+         uint8_t* e = keeper_offset(image, r, true);
+         store_be64(e, load_be64(e) + 512);
+         reseal_index(image, r);
+       }},
+      {"the record's hash size", "hash size", [&](Bytes&, uint8_t* r) { store_be32(r + kHashSize, 33); }},
+      {"the record's index past the end of the file", "progress record not used",
+       [&](Bytes& image, uint8_t* r) { store_be64(r + kIndexOffset, image.size() + (1u << 20)); }},
+  };
+  for (const Damage& d : damages) {
+    INFO(d.what);
+    Bytes image = stopped;
+    d.apply(image, resume_record(image));
+    io::MemoryFileSystem fs;
+    fs.add_bytes("i.qcow2", image);
+    DedupOfflineReport again = dedup_offline(fs, job);
+    INFO(again.images[0].error);
+    REQUIRE(again.images[0].outcome == ImageOutcome::kDone);
+    CHECK_FALSE(again.images[0].resumed);
+    INFO(again.images[0].resume_note);
+    CHECK(again.images[0].resume_note.find(d.note) != std::string::npos);
+    CHECK(again.images[0].resume_note.find("starting over") != std::string::npos);
+    const Bytes after = fs.bytes("i.qcow2");
+    INFO(refcheck(after).summary());
+    CHECK(refcheck(after).clean());
+    auto qemu = testsupport::qemu_img_check(after);
+    REQUIRE(qemu.is_ok());
+    CHECK(*qemu == 0);
+    CHECK(guest_views(after) == before);
+    CHECK(used_clusters(after) == used_clusters(whole.after));
+    CHECK((load_be64(after.data() + qcow2::kOffAutoclearFeatures) & dedup::kAutoclearResume) == 0);
+  }
 }
 
 TEST_CASE("a resumed dedup-offline decides at the refcount cap as the uninterrupted run does",
