@@ -157,7 +157,11 @@ std::function<int()> register_check(CLI::App& app) {
   auto a = std::make_shared<CheckArgs>();
   app.add_option("-f", a->format, "Image format (qcow2; raw has no checks)");
   app.add_option("--output", a->output, "Output format")->check(CLI::IsMember({"human", "json"}));
+  app.add_flag("--json{json}", a->output, "Same as --output=json");
   app.add_option("-r", a->repair, "Repair: 'leaks' frees leaked clusters, 'all' fixes everything")
+      ->check(CLI::IsMember({"leaks", "all"}));
+  // qemu-img's long form; bare (no '=') it means all.
+  app.add_flag("--repair{all}", a->repair, "Same as -r: --repair=leaks, --repair=all, or --repair (all)")
       ->check(CLI::IsMember({"leaks", "all"}));
   app.add_flag("-U,--force-share", a->force_share, "Open even if another process is writing the image");
   app.add_flag("--verify-hashes", a->verify_hashes,

@@ -29,6 +29,7 @@ std::function<int()> register_convert(CLI::App& app);
 std::function<int()> register_create(CLI::App& app);
 std::function<int()> register_dedup_offline(CLI::App& app);
 std::function<int()> register_info(CLI::App& app);
+std::function<int()> register_metrics(CLI::App& app);
 
 // Exit statuses, part of the interface (qemu-img's where it has them).
 inline constexpr int kExitOk = 0;

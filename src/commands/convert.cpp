@@ -115,6 +115,7 @@ std::function<int()> register_convert(CLI::App& app) {
                  "Target cache mode: writeback (default: synced once before the rename) or "
                  "unsafe (never synced, qemu-img's default)");
   app.add_option("--output", a->output, "Statistics format")->check(CLI::IsMember({"human", "json"}));
+  app.add_flag("--json{json}", a->output, "Same as --output=json");
   app.add_option("--threads", a->threads, "Hashing threads (default: all cores)");
   app.add_option("FILES", a->files, "SRC [SRC...] DST")->required();
   app.footer("Example:\n  qdedup convert -p -O qcow2 -o dedup=sha256 --stats disk.raw disk.qcow2");

@@ -22,17 +22,6 @@ using ops::DedupInfo;
 using ops::InfoEntry;
 using qcow2::ImageInfo;
 
-// The lifetime counters by their JSON names, for both renderers.
-std::vector<std::pair<const char*, uint64_t>> counter_rows(const dedup::DedupCounters& c) {
-  return {{"clusters-deduplicated", c.clusters_deduplicated},
-          {"clusters-stored-unique", c.clusters_stored_unique},
-          {"index-entries-added", c.index_entries_added},
-          {"index-entries-removed", c.index_entries_removed},
-          {"clusters-freed", c.clusters_freed},
-          {"refcount-cap-overflows", c.refcount_cap_overflows},
-          {"partial-cluster-reads", c.partial_cluster_reads}};
-}
-
 const char* hash_label(const dedup::DedupExtension& e) {
   auto algo = hash::hash_from_id(e.hash_algorithm);
   return algo ? hash::hash_name(*algo) : "unknown";
@@ -53,7 +42,7 @@ ordered_json dedup_json(const DedupInfo& d) {
   j["index-size"] = e.index_size;
   j["refcount-cap"] = e.refcount_cap;
   ordered_json counters;
-  for (const auto& [key, value] : counter_rows(e.counters)) counters[key] = value;
+  for (const auto& [key, value] : dedup::counter_fields(e.counters)) counters[key] = value;
   j["counters"] = counters;
   return j;
 }
@@ -72,7 +61,7 @@ void render_dedup_human(const DedupInfo& d, std::FILE* out) {
                                          "maintain it; qdedup rebuilds it before deduplicating)");
   std::fprintf(out, "    index entries: %llu\n", static_cast<unsigned long long>(d.ext->index_entries));
   std::fprintf(out, "    refcount cap: %llu\n", static_cast<unsigned long long>(d.ext->refcount_cap));
-  for (const auto& [name, value] : counter_rows(e.counters)) {
+  for (const auto& [name, value] : dedup::counter_fields(e.counters)) {
     std::string key = name;
     std::replace(key.begin(), key.end(), '-', ' ');
     std::fprintf(out, "    %s: %llu\n", key.c_str(), static_cast<unsigned long long>(value));
@@ -208,6 +197,7 @@ std::function<int()> register_info(CLI::App& app) {
   auto a = std::make_shared<ops::InfoJob>();
   app.add_option("-f", a->format, "Image format (qcow2 or raw); probed if absent");
   app.add_option("--output", a->output, "Output format")->check(CLI::IsMember({"human", "json"}));
+  app.add_flag("--json{json}", a->output, "Same as --output=json");
   app.add_flag("--backing-chain", a->backing_chain, "Also show every image of the backing chain");
   app.add_flag("-U,--force-share", a->force_share, "Open even if another process is writing the image");
   app.add_option("FILE", a->file, "Image")->required();

@@ -16,6 +16,8 @@ const std::vector<Command>& command_table() {
       {"dedup-offline", "Deduplicate existing qcow2 images in place (batch, crash-safe)",
        register_dedup_offline},
       {"info", "Show facts about an image (qemu-img info compatible)", register_info},
+      {"metrics", "Report space, sharing, the dedup index and counters (human, JSON, Prometheus)",
+       register_metrics},
   };
   return kCommands;
 }

@@ -7,6 +7,16 @@
 
 namespace qdedup::dedup {
 
+std::vector<std::pair<const char*, uint64_t>> counter_fields(const DedupCounters& c) {
+  return {{"clusters-deduplicated", c.clusters_deduplicated},
+          {"clusters-stored-unique", c.clusters_stored_unique},
+          {"index-entries-added", c.index_entries_added},
+          {"index-entries-removed", c.index_entries_removed},
+          {"clusters-freed", c.clusters_freed},
+          {"refcount-cap-overflows", c.refcount_cap_overflows},
+          {"partial-cluster-reads", c.partial_cluster_reads}};
+}
+
 namespace {
 constexpr uint32_t kOffCounters = 80;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <span>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct DedupCounters {
   uint64_t refcount_cap_overflows = 0;
   uint64_t partial_cluster_reads = 0;
 };
+
+// The counters by their stable names (JSON keys, Prometheus metric names),
+// in the extension's order.
+std::vector<std::pair<const char*, uint64_t>> counter_fields(const DedupCounters& c);
 
 struct DedupExtension {
   uint32_t ext_version = kExtDedupVersion;

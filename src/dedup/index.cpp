@@ -170,6 +170,21 @@ void DedupIndex::erase_slot(Segment& seg, uint64_t slot) {
   --size_;
 }
 
+DedupIndex::Footprint DedupIndex::footprint(std::span<const uint64_t> per_segment) {
+  static_assert(kSegments == 1u << kSegmentBits);
+  Footprint f;
+  for (uint64_t entries : per_segment) {
+    // insert() grows before an entry would take the segment past 80%; grow()
+    // adds half the slots (at least one); the sizes only increase, so the
+    // first that holds every entry is where the inserts end.
+    uint64_t slots = kInitialSlots >> kSegmentBits;
+    while (entries * 100 > slots * kMaxLoadPercent) slots += std::max<uint64_t>(slots / 2, 1);
+    f.slots += slots;
+  }
+  f.bytes = f.slots * (sizeof(uint64_t) + sizeof(uint32_t));
+  return f;
+}
+
 void DedupIndex::grow(Segment& seg) {
   Segment old = std::move(seg);
   const uint64_t n = old.keys.size() + std::max<uint64_t>(old.keys.size() / 2, 1);

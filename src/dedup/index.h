@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -96,6 +97,15 @@ class DedupIndex {
   // The most memory_bytes() has been, growth included.
   uint64_t peak_memory_bytes() const { return peak_memory_bytes_; }
   size_t hash_size() const { return records_.hash_size(); }
+
+  // What the table takes holding `per_segment[k]` entries whose hash starts
+  // with byte k (256 counts), grown as inserting them one by one grows it.
+  struct Footprint {
+    uint64_t slots = 0;
+    uint64_t bytes = 0;  // memory_bytes() once they are in
+  };
+  static Footprint footprint(std::span<const uint64_t> per_segment);
+  static constexpr unsigned kSegments = 256;
 
   // Visits every entry in hash order.
   Status for_each_sorted(

@@ -1,0 +1,251 @@
+#include "qcow2/usage.h"
+
+#include <algorithm>
+#include <functional>
+#include <queue>
+
+#include "qcow2/bitmap.h"
+#include "qcow2/format.h"
+#include "qcow2/walk.h"
+#include "util/endian.h"
+
+namespace qdedup::qcow2 {
+
+namespace {
+
+uint64_t clusters_for(uint64_t bytes, uint64_t cluster_size) {
+  return (bytes + cluster_size - 1) / cluster_size;
+}
+
+// Bytes of the whole clusters [offset, offset + bytes) touches.
+uint64_t spanned_bytes(uint64_t offset, uint64_t bytes, uint64_t cluster_size) {
+  if (bytes == 0) return 0;
+  const uint64_t first = offset / cluster_size;
+  const uint64_t last = (offset + bytes - 1) / cluster_size;
+  return (last - first + 1) * cluster_size;
+}
+
+// The persistent bitmaps' clusters, counted as check counts them (nothing
+// when QEMU would ignore them: autoclear bit 0 clear).
+Result<uint64_t> bitmap_bytes(io::File& file, const CheckAnalysis& a) {
+  const Header& h = a.header;
+  const uint64_t cs = a.g.cluster_size;
+  if (!h.bitmaps_ext || !(h.autoclear_features & kAutoclearBitmaps)) return 0;
+  auto ext = decode_bitmaps_extension(*h.bitmaps_ext);
+  if (!ext || ext->nb_bitmaps == 0) return 0;
+  const uint64_t dir_offset = ext->bitmap_directory_offset;
+  const uint64_t dir_size = ext->bitmap_directory_size;
+  if (dir_size > (64ull << 20) || dir_offset > a.file_size || dir_size > a.file_size - dir_offset) {
+    return 0;  // check reports it; nothing there to count
+  }
+  uint64_t bytes = spanned_bytes(dir_offset, dir_size, cs);
+  std::vector<uint8_t> dir(dir_size);
+  QD_TRY(file.read_or_zero(dir_offset, dir));
+  for (const BitmapDirectoryEntry& e : decode_bitmap_directory(dir, ext->nb_bitmaps)) {
+    const uint64_t table_bytes = uint64_t{e.bitmap_table_size} * 8;
+    if (e.bitmap_table_offset % cs != 0 || e.bitmap_table_offset > a.file_size ||
+        table_bytes > a.file_size - e.bitmap_table_offset) {
+      continue;
+    }
+    bytes += clusters_for(table_bytes, cs) * cs;
+    std::vector<uint8_t> table(table_bytes);
+    QD_TRY(file.read_or_zero(e.bitmap_table_offset, table));
+    for (uint32_t i = 0; i < e.bitmap_table_size; ++i) {
+      const uint64_t entry = load_be64(table.data() + 8 * i);
+      if (bitmap_table_entry_valid(entry, cs) && bitmap_table_entry_offset(entry) != 0) bytes += cs;
+    }
+  }
+  return bytes;
+}
+
+std::vector<RefcountBucket> empty_histogram(uint64_t cap) {
+  std::vector<RefcountBucket> h;
+  for (uint64_t le = 1; le < cap; le *= 2) h.push_back({le, 0});
+  h.push_back({cap, 0});
+  return h;
+}
+
+void count_in_histogram(std::vector<RefcountBucket>& h, uint64_t references) {
+  // Buckets are 1, 2, 4, ...: the first whose le is at least `references`;
+  // counts above the cap (an image at fault) go into the last one.
+  for (RefcountBucket& b : h) {
+    if (references <= b.le) {
+      ++b.clusters;
+      return;
+    }
+  }
+  ++h.back().clusters;
+}
+
+// Which host clusters hold guest data, found by the walk.
+struct ClusterMarks {
+  std::vector<bool> data, compressed, active, active_normal;
+  explicit ClusterMarks(uint64_t n) : data(n), compressed(n), active(n), active_normal(n) {}
+};
+
+class UsageWalk {
+ public:
+  UsageWalk(const Geometry& g, uint64_t file_clusters, Usage& u)
+      : g_(g), marks_(file_clusters), u_(u) {}
+
+  Status table(const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+    u_.l2_bytes += g_.cluster_size;
+    uint64_t active_refs = 0;
+    for (const L1Reference& r : t.references) active_refs += r.active() ? 1 : 0;
+    const uint64_t snapshot_refs = t.reference_count() - active_refs;
+    for (const L2EntryVisit& v : entries) {
+      switch (v.entry.type(g_)) {
+        case ClusterType::kNormal:
+          normal(v.entry, active_refs);
+          u_.snapshot_mapped_clusters += snapshot_refs;
+          break;
+        case ClusterType::kCompressed:
+          compressed(v.entry, active_refs);
+          u_.snapshot_mapped_clusters += snapshot_refs;
+          break;
+        case ClusterType::kZeroPlain:
+        case ClusterType::kZeroAlloc:
+          u_.active_zero_clusters += active_refs;
+          break;
+        case ClusterType::kUnallocated:
+          break;
+      }
+    }
+    return Status::ok();
+  }
+
+  // After the walk: distinct compressed descriptors among the active targets.
+  void finish() {
+    std::sort(active_descriptors_.begin(), active_descriptors_.end());
+    u_.active_distinct_targets += static_cast<uint64_t>(
+        std::unique(active_descriptors_.begin(), active_descriptors_.end()) - active_descriptors_.begin());
+    active_descriptors_ = {};
+  }
+
+  const ClusterMarks& marks() const { return marks_; }
+
+ private:
+  void normal(const L2Entry& e, uint64_t active_refs) {
+    u_.active_data_clusters += active_refs;
+    const uint64_t c = g_.cluster_of(e.host_offset());
+    if (c >= marks_.data.size()) return;  // past the end: check reports it
+    marks_.data[c] = true;
+    if (active_refs == 0) return;
+    marks_.active[c] = true;
+    if (!marks_.active_normal[c]) {
+      marks_.active_normal[c] = true;
+      ++u_.active_distinct_targets;
+    }
+  }
+
+  void compressed(const L2Entry& e, uint64_t active_refs) {
+    u_.active_compressed_clusters += active_refs;
+    if (active_refs) active_descriptors_.push_back(e.word & ~kOflagCopied);
+    auto held = held_clusters(g_, e);
+    if (!held) return;  // check reports it
+    for (uint64_t c = held->first; c <= held->last && c < marks_.data.size(); ++c) {
+      marks_.data[c] = true;
+      marks_.compressed[c] = true;
+      if (active_refs) marks_.active[c] = true;
+    }
+  }
+
+  const Geometry& g_;
+  ClusterMarks marks_;
+  Usage& u_;
+  std::vector<uint64_t> active_descriptors_;
+};
+
+bool single_byte(std::span<const uint8_t> bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [&](uint8_t b) { return b == bytes.front(); });
+}
+
+// The `n` data host clusters with the most references (more than 1), most first.
+std::vector<SharedCluster> most_shared(const CheckAnalysis& a, const ClusterMarks& m, unsigned n) {
+  using Candidate = std::pair<uint64_t, uint64_t>;  // references, cluster
+  // A min-heap of the best n so far (ties: the lower cluster wins).
+  auto worse = [](const Candidate& x, const Candidate& y) {
+    return x.first != y.first ? x.first > y.first : x.second < y.second;
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> best(worse);
+  for (uint64_t c = 0; c < m.data.size() && n; ++c) {
+    if (!m.data[c]) continue;
+    const uint64_t refs = a.computed.get(c);
+    if (refs < 2) continue;
+    best.push({refs, c});
+    if (best.size() > n) best.pop();
+  }
+  std::vector<SharedCluster> out;
+  for (; !best.empty(); best.pop()) {
+    const auto [refs, c] = best.top();
+    out.push_back({c << a.g.cluster_bits, refs, static_cast<bool>(m.compressed[c]), std::nullopt});
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions& o) {
+  const Geometry& g = a.g;
+  const uint64_t cs = g.cluster_size;
+  Usage u;
+  u.cluster_size = cs;
+  u.virtual_size = g.virtual_size;
+  u.file_size = a.file_size;
+  const uint64_t cap = o.refcount_cap ? std::min(o.refcount_cap, g.refcount_max) : g.refcount_max;
+
+  // The active L1 table, as stored.
+  const Header& h = a.header;
+  std::vector<uint8_t> l1_bytes(uint64_t{h.l1_size} * 8);
+  QD_TRY(file.read_or_zero(h.l1_table_offset, l1_bytes));
+  std::vector<uint64_t> l1(h.l1_size);
+  for (uint64_t i = 0; i < l1.size(); ++i) l1[i] = load_be64(l1_bytes.data() + 8 * i);
+
+  UsageWalk walk(g, clusters_for(a.file_size, cs), u);
+  QD_TRY(walk_l2_tables(file, g, l1, a.snapshots,
+                        [&](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
+                          return walk.table(t, entries);
+                        }));
+  walk.finish();
+  const ClusterMarks& m = walk.marks();
+
+  u.histogram = empty_histogram(cap);
+  for (uint64_t c = 0; c < m.data.size(); ++c) {
+    const uint64_t refs = a.computed.get(c);
+    if (!m.data[c]) {
+      if (refs == 0) {
+        std::optional<uint64_t> stored = a.stored_refcount(file, c);
+        if (stored && *stored == 0) ++u.free_clusters;
+      }
+      continue;
+    }
+    ++u.host_data_clusters;
+    if (m.compressed[c]) ++u.host_compressed_clusters;
+    if (!m.active[c]) ++u.snapshot_only_host_clusters;
+    if (refs > 1) ++u.shared_host_clusters;
+    if (refs >= cap) ++u.clusters_at_cap;
+    u.total_references += refs;
+    count_in_histogram(u.histogram, refs);
+  }
+
+  u.most_shared = most_shared(a, m, o.most_shared);
+  std::vector<uint8_t> buf(cs);
+  for (SharedCluster& s : u.most_shared) {
+    if (s.compressed) continue;
+    QD_TRY(file.read_or_zero(s.host_offset, buf));
+    if (single_byte(buf)) s.repeated_byte = buf.front();
+  }
+
+  u.header_bytes = cs;
+  u.l1_bytes = clusters_for(uint64_t{h.l1_size} * 8, cs) * cs;
+  for (const Snapshot& s : a.snapshots) u.l1_bytes += clusters_for(uint64_t{s.l1_size} * 8, cs) * cs;
+  uint64_t blocks = 0;
+  for (uint64_t e : a.reftable) blocks += (e & kReftOffsetMask) != 0 ? 1 : 0;
+  u.refcount_bytes = (uint64_t{h.refcount_table_clusters} + blocks) * cs;
+  if (h.nb_snapshots) u.snapshot_table_bytes = spanned_bytes(h.snapshots_offset, a.snapshot_table_bytes, cs);
+  QD_ASSIGN_OR_RETURN(u.bitmap_bytes, bitmap_bytes(file, a));
+  return u;
+}
+
+}  // namespace qdedup::qcow2
