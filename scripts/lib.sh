@@ -16,6 +16,8 @@ QDEDUP_PACKAGES=(
   libnbd-bin
   # scripts/bench-dedup-offline.sh compares with duperemove and takes peak RSS from GNU time.
   duperemove time
+  # tests/cli/metrics.sh checks the Prometheus output with promtool (in Debian's prometheus).
+  prometheus
   # The fuzz build (scripts/fuzz.sh): clang++ with libFuzzer and the sanitizer runtimes
   # (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable crash stacks.
   clang libclang-rt-14-dev llvm

@@ -30,20 +30,22 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(4 * MiB // 32)))
 PY
 
-# Step 3: a qcow2 image; once `convert` exists, the sample converted into a deduplicating
-# image in its place.
-log "qdedup create -f qcow2 $demo/demo.qcow2 64M"
-"$qdedup" create -f qcow2 "$demo/demo.qcow2" 64M
-if "$qdedup" convert --help 2>/dev/null | grep -q '^Usage: qdedup convert'; then
-  log "qdedup convert -f raw -O qcow2 -o dedup=sha256 --stats $demo/sample.raw $demo/demo.qcow2"
-  "$qdedup" convert -f raw -O qcow2 -o dedup=sha256 --stats "$demo/sample.raw" "$demo/demo.qcow2"
-else
-  log "note: qdedup has no 'convert' command yet, so demo.qcow2 stays empty"
-fi
+# Step 3: the sample converted into a deduplicating image, then a copy made by stock
+# qemu-img deduplicated in place.
+log "qdedup convert -f raw -O qcow2 -o dedup=sha256 --stats $demo/sample.raw $demo/demo.qcow2"
+"$qdedup" convert -f raw -O qcow2 -o dedup=sha256 --stats "$demo/sample.raw" "$demo/demo.qcow2"
+log "qemu-img convert -f raw -O qcow2 $demo/sample.raw $demo/stock.qcow2"
+qemu-img convert -f raw -O qcow2 "$demo/sample.raw" "$demo/stock.qcow2"
+log "qdedup dedup-offline $demo/stock.qcow2"
+"$qdedup" dedup-offline "$demo/stock.qcow2"
 
 # Step 4: what qdedup and qemu-img see.
 log "qdedup info $demo/demo.qcow2"
 "$qdedup" info "$demo/demo.qcow2"
+log "qdedup metrics $demo/stock.qcow2"
+"$qdedup" metrics "$demo/stock.qcow2"
 log "qemu-img check $demo/demo.qcow2"
 qemu-img check "$demo/demo.qcow2"
+log "qemu-img check $demo/stock.qcow2"
+qemu-img check "$demo/stock.qcow2"
 log "setup done; run the tests with: bash scripts/test.sh"

@@ -158,8 +158,8 @@ void render_histogram(const qcow2::Usage& u) {
     // Bars of up to 40 characters; any non-empty bucket gets at least one.
     size_t width = static_cast<size_t>(n * 40 / most);
     if (n && width == 0) width = 1;
-    std::printf("    %13s %12llu %s\n", bucket_label(u.histogram, i).c_str(),
-                static_cast<unsigned long long>(n), std::string(width, '#').c_str());
+    std::printf("    %13s %12llu%s%s\n", bucket_label(u.histogram, i).c_str(),
+                static_cast<unsigned long long>(n), width ? " " : "", std::string(width, '#').c_str());
   }
 }
 
@@ -173,8 +173,8 @@ void render_most_shared(const qcow2::Usage& u) {
       std::snprintf(buf, sizeof buf, "every byte 0x%02x", *s.repeated_byte);
       what = buf;
     }
-    std::printf("    %18s %12llu refs  %s\n", hex(s.host_offset).c_str(),
-                static_cast<unsigned long long>(s.references), what.c_str());
+    std::printf("    %18s %12llu refs%s%s\n", hex(s.host_offset).c_str(),
+                static_cast<unsigned long long>(s.references), what.empty() ? "" : "  ", what.c_str());
   }
 }
 

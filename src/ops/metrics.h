@@ -1,5 +1,5 @@
 // `metrics`: space, sharing, the dedup index and the lifetime counters of
-// images, from their metadata (docs/format.md, section 8). Read-only: the
+// images, from their metadata (docs/metrics.md). Read-only: the
 // image is opened with a read lock (or none with -U), as `check` opens it.
 #pragma once
 

@@ -4,7 +4,7 @@
 // references to every host cluster. No guest data is read except the most
 // shared clusters' bytes, to tell a single repeated byte.
 //
-// Vocabulary (docs/format.md, section 8, and the README):
+// Vocabulary (docs/metrics.md):
 // - a *mapped* guest cluster has an L2 entry with data: normal or compressed;
 // - a *data host cluster* holds guest data: a normal cluster, or a cluster
 //   that some compressed stream touches;

@@ -1,5 +1,6 @@
 // Fuzz target "check": the path of `qdedup check` and `qdedup check -r all` on
-// an image held in memory (src/qcow2/check*.*, src/dedup/index_check.*).
+// an image held in memory (src/qcow2/check*.*, src/dedup/index_check.*), and
+// the measurement of `qdedup metrics` on the same analysis (src/qcow2/usage.*).
 //
 // Input: a whole qcow2 file (at most 1 MiB). analyse_image() and check_dedup()
 // must finish with counted findings or an error with a message, never crash.
@@ -19,6 +20,7 @@
 #include "fuzz_support.h"
 #include "qcow2/check.h"
 #include "qcow2/check_repair.h"
+#include "qcow2/usage.h"
 
 using namespace qdedup;
 
@@ -67,6 +69,17 @@ bool reads_same(const std::vector<uint8_t>& bytes, const GuestData& want) {
 Result<qcow2::CheckCounts> analyse(io::File& f) {
   QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis a, qcow2::analyse_image(f, {}));
   (void)dedup::check_dedup(f, a, {false, false, 1, {}});
+  // `qdedup metrics` measures on the same analysis.
+  auto usage = qcow2::measure_usage(f, a, {});
+  fuzz::expect_message(usage.status());
+  if (usage) {
+    uint64_t in_buckets = 0;
+    for (const auto& b : usage->histogram) in_buckets += b.clusters;
+    if (in_buckets != usage->host_data_clusters || usage->shared_host_clusters > usage->host_data_clusters ||
+        usage->host_data_clusters > (a.file_size + a.g.cluster_size - 1) / a.g.cluster_size) {
+      fuzz::fuzz_fail("metrics' figures do not add up");
+    }
+  }
   qcow2::CheckCounts c = a.counts;
   // Corruptions repair cannot mend (kept in a.unrepairable) are not held against it.
   c.corruptions -= std::min(c.corruptions, a.unrepairable);
