@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "commands/command.h"
+#include "commands/dedup_text.h"
 #include "dedup/extension.h"
 #include "io/file_system.h"
 #include "ops/info.h"
@@ -36,13 +37,16 @@ ordered_json dedup_json(const DedupInfo& d) {
   const dedup::DedupExtension& e = *d.ext;
   j["hash"] = hash_label(e);
   j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
-  j["index-valid"] = d.index_valid;
+  j["index-state"] = d.index_valid ? "valid" : "stale";  // check's words (it also finds "damaged")
+  j["index-valid"] = d.index_valid;  // the autoclear bit; kept for scripts written before index-state
   j["index-entries"] = e.index_entries;
   j["index-offset"] = e.index_offset;
   j["index-size"] = e.index_size;
   j["refcount-cap"] = e.refcount_cap;
   ordered_json counters;
   for (const auto& [key, value] : dedup::counter_fields(e.counters)) counters[key] = value;
+  counters["last-run-time"] = e.counters.last_run_time;
+  counters["last-run-version"] = to_valid_utf8(e.counters.last_run_version);
   j["counters"] = counters;
   return j;
 }
@@ -61,11 +65,7 @@ void render_dedup_human(const DedupInfo& d, std::FILE* out) {
                                          "maintain it; qdedup rebuilds it before deduplicating)");
   std::fprintf(out, "    index entries: %llu\n", static_cast<unsigned long long>(d.ext->index_entries));
   std::fprintf(out, "    refcount cap: %llu\n", static_cast<unsigned long long>(d.ext->refcount_cap));
-  for (const auto& [name, value] : dedup::counter_fields(e.counters)) {
-    std::string key = name;
-    std::replace(key.begin(), key.end(), '-', ' ');
-    std::fprintf(out, "    %s: %llu\n", key.c_str(), static_cast<unsigned long long>(value));
-  }
+  print_counters(out, e.counters, "    ", 0);
 }
 
 ordered_json to_json(const ImageInfo& i) {

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands/command.h"
+#include "commands/dedup_text.h"
 #include "commands/prometheus.h"
 #include "io/file_system.h"
 #include "ops/metrics.h"
@@ -122,6 +123,8 @@ ordered_json image_json(const ImageMetrics& m) {
   if (m.counters) {
     ordered_json c;
     for (const auto& [key, value] : dedup::counter_fields(*m.counters)) c[key] = value;
+    c["last-run-time"] = m.counters->last_run_time;
+    c["last-run-version"] = to_valid_utf8(m.counters->last_run_version);
     j["counters"] = c;
   }
   return j;
@@ -189,11 +192,7 @@ void render_index(const ImageMetrics& m) {
   }
   if (!m.counters) return;
   std::printf("  lifetime counters:\n");
-  for (const auto& [name, value] : dedup::counter_fields(*m.counters)) {
-    std::string key = name;
-    std::replace(key.begin(), key.end(), '-', ' ');
-    std::printf("    %-24s %llu\n", key.c_str(), static_cast<unsigned long long>(value));
-  }
+  print_counters(stdout, *m.counters, "    ", 24);
 }
 
 void render_image(const ImageMetrics& m) {

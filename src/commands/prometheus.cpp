@@ -59,6 +59,9 @@ std::vector<Family> families() {
        [=](const ImageMetrics& m) { return d(m.index.bytes); }, true},
       {"qdedup_index_ram_bytes", "gauge", "RAM the dedup index takes when loaded (valid index).",
        [=](const ImageMetrics& m) { return d(m.index.ram_bytes); }, true},
+      {"qdedup_last_run_timestamp_seconds", "gauge",
+       "When a qdedup run last wrote the dedup extension (0: unknown).",
+       [=](const ImageMetrics& m) { return d(m.counters->last_run_time); }, true},
   };
 }
 
@@ -159,6 +162,13 @@ void render_prometheus(const ops::MetricsReport& r, std::FILE* out) {
           }
         }
       }
+    }
+  }
+  if (!with_extension.empty()) {
+    header(out, "qdedup_last_run_info", "gauge", "The qdedup version of the last run that wrote the extension.");
+    for (const ImageMetrics* m : with_extension) {
+      std::fprintf(out, "qdedup_last_run_info{%s,version=\"%s\"} 1\n", image_label(*m).c_str(),
+                   prometheus_label_value(m->counters->last_run_version).c_str());
     }
   }
   std::fprintf(out, "# HELP qdedup_metrics_failed_images Images that could not be measured.\n"

@@ -1,6 +1,8 @@
 #include "dedup/dedup_writer.h"
 
+#include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "dedup/index_entry.h"
 #include "dedup/index_io.h"
@@ -119,6 +121,9 @@ Status DedupWriter::finish() {
   ext.flags = config_.verify ? kDedupFlagVerify : 0;
   ext.refcount_cap = cap_;
   ext.counters = counters_;
+  ++ext.counters.runs;
+  ext.counters.last_run_time = static_cast<uint64_t>(std::max<std::time_t>(std::time(nullptr), 0));
+  ext.counters.last_run_version = QDEDUP_VERSION;
   QD_TRY(write_index(ext));
   qcow2::Header h = image_.header();
   put_dedup_extension(h, ext);

@@ -1,6 +1,7 @@
 #include "dedup/extension.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "hash/sha256.h"
 #include "util/endian.h"
@@ -14,11 +15,14 @@ std::vector<std::pair<const char*, uint64_t>> counter_fields(const DedupCounters
           {"index-entries-removed", c.index_entries_removed},
           {"clusters-freed", c.clusters_freed},
           {"refcount-cap-overflows", c.refcount_cap_overflows},
-          {"partial-cluster-reads", c.partial_cluster_reads}};
+          {"partial-cluster-reads", c.partial_cluster_reads},
+          {"runs", c.runs}};
 }
 
 namespace {
 constexpr uint32_t kOffCounters = 80;
+constexpr uint32_t kOffRunTime = 144;
+constexpr uint32_t kOffRunVersion = 152;
 }
 
 std::vector<uint8_t> encode_dedup_extension(const DedupExtension& e) {
@@ -37,15 +41,18 @@ std::vector<uint8_t> encode_dedup_extension(const DedupExtension& e) {
   const uint64_t counters[] = {c.clusters_deduplicated, c.clusters_stored_unique,
                                c.index_entries_added,   c.index_entries_removed,
                                c.clusters_freed,        c.refcount_cap_overflows,
-                               c.partial_cluster_reads};
+                               c.partial_cluster_reads, c.runs};
   for (size_t i = 0; i < std::size(counters); ++i) store_be64(p + kOffCounters + 8 * i, counters[i]);
+  store_be64(p + kOffRunTime, c.last_run_time);
+  std::copy_n(c.last_run_version.begin(), std::min(c.last_run_version.size(), kRunVersionBytes),
+              p + kOffRunVersion);
   return out;
 }
 
 Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes) {
-  if (bytes.size() < kExtDedupLength) {
+  if (bytes.size() < kExtDedupBaseLength) {
     return corruption("dedup extension: length " + std::to_string(bytes.size()) +
-                      " is shorter than " + std::to_string(kExtDedupLength));
+                      " is shorter than " + std::to_string(kExtDedupBaseLength));
   }
   const uint8_t* p = bytes.data();
   DedupExtension e;
@@ -76,8 +83,13 @@ Result<DedupExtension> decode_dedup_extension(std::span<const uint8_t> bytes) {
   uint64_t* counters[] = {&c.clusters_deduplicated, &c.clusters_stored_unique,
                           &c.index_entries_added,   &c.index_entries_removed,
                           &c.clusters_freed,        &c.refcount_cap_overflows,
-                          &c.partial_cluster_reads};
+                          &c.partial_cluster_reads, &c.runs};
   for (size_t i = 0; i < std::size(counters); ++i) *counters[i] = load_be64(p + kOffCounters + 8 * i);
+  if (bytes.size() >= kExtDedupLength) {
+    c.last_run_time = load_be64(p + kOffRunTime);
+    const char* v = reinterpret_cast<const char*>(p + kOffRunVersion);
+    c.last_run_version.assign(v, strnlen(v, kRunVersionBytes));
+  }
   return e;
 }
 

@@ -21,7 +21,11 @@ namespace qdedup::dedup {
 // Stored on disk: never renumber.
 inline constexpr uint32_t kExtDedup = 0x51444450;  // "QDDP"
 inline constexpr uint32_t kExtDedupVersion = 1;
-inline constexpr uint32_t kExtDedupLength = 144;
+// What qdedup writes; the first kExtDedupBaseLength bytes are all older
+// writers wrote (docs/format.md, section 3), and all a reader needs.
+inline constexpr uint32_t kExtDedupLength = 176;
+inline constexpr uint32_t kExtDedupBaseLength = 144;
+inline constexpr size_t kRunVersionBytes = 24;
 inline constexpr unsigned kAutoclearDedupBit = 62;
 inline constexpr uint64_t kAutoclearDedupIndex = 1ull << kAutoclearDedupBit;
 inline constexpr const char* kDedupFeatureName = "qdedup index valid";
@@ -35,10 +39,15 @@ struct DedupCounters {
   uint64_t clusters_freed = 0;
   uint64_t refcount_cap_overflows = 0;
   uint64_t partial_cluster_reads = 0;
+  uint64_t runs = 0;  // qdedup runs that wrote the extension
+  // The last of those runs (absent from extensions older writers wrote):
+  // seconds since the epoch (0 unknown) and the qdedup version ("" unknown).
+  uint64_t last_run_time = 0;
+  std::string last_run_version;
 };
 
 // The counters by their stable names (JSON keys, Prometheus metric names),
-// in the extension's order.
+// in the extension's order (the run time and version are not counters).
 std::vector<std::pair<const char*, uint64_t>> counter_fields(const DedupCounters& c);
 
 struct DedupExtension {

@@ -85,7 +85,7 @@ Result<std::optional<ResumeRecord>> find_resume_record(const qcow2::Header& h) {
     if (x.type != kExtResume) continue;
     if (x.data.size() < kExtResumeLength) return corruption("progress record too short");
     QD_ASSIGN_OR_RETURN(DedupExtension e, decode_dedup_extension(x.data));
-    const uint8_t* p = x.data.data() + kExtDedupLength;
+    const uint8_t* p = x.data.data() + kExtDedupBaseLength;
     ResumeRecord r;
     r.index = e;
     r.cursor = load_be64(p);
@@ -165,8 +165,9 @@ Status write_resume_record(qcow2::Image& image, DedupIndex& index, hash::HashAlg
   qcow2::Header h = image.header();
   remove_record(h);
   std::vector<uint8_t> data = encode_dedup_extension(r.index);
+  data.resize(kExtDedupBaseLength);  // the record's layout: the extension's first part
   data.resize(kExtResumeLength);
-  uint8_t* p = data.data() + kExtDedupLength;
+  uint8_t* p = data.data() + kExtDedupBaseLength;
   store_be64(p, r.cursor);
   store_be64(p + 8, r.pending_offset);
   store_be64(p + 16, r.pending_count);

@@ -21,7 +21,7 @@ inline constexpr unsigned kAutoclearResumeBit = 61;
 inline constexpr uint64_t kAutoclearResume = 1ull << kAutoclearResumeBit;
 // The dedup extension's 144 bytes (describing the keepers' index), then the
 // cursor, the pending copies' offset and count, and their SHA-256.
-inline constexpr uint32_t kExtResumeLength = kExtDedupLength + 56;
+inline constexpr uint32_t kExtResumeLength = kExtDedupBaseLength + 56;
 
 struct ResumeRecord {
   DedupExtension index;  // hash, index location, size, entries and checksum

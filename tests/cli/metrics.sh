@@ -41,6 +41,12 @@ expect_eq '"valid"' "$(j '.images[0].index.state')" "index state"
 expect_eq 3 "$(j '.images[0].index.entries')" "index entries"
 expect_eq 4 "$(j '.images[0].counters."clusters-deduplicated"')" "counter: deduplicated"
 expect_eq 3 "$(j '.images[0].counters."clusters-stored-unique"')" "counter: stored unique"
+expect_eq 1 "$(j '.images[0].counters.runs')" "counter: runs"
+expect_eq "\"$("$QDEDUP" --version | head -1 | cut -d' ' -f2)\"" "$(j '.images[0].counters."last-run-version"')" \
+  "last run version"
+stamp=$(j '.images[0].counters."last-run-time"')
+if [ "$stamp" -le "$(date +%s)" ] && [ "$stamp" -gt $(($(date +%s) - 600)) ]; then pass; else
+  fail "last run time $stamp is not within the last 10 minutes"; fi
 expect_eq "$(stat -c %s d.qcow2)" "$(j '.images[0]."file-size"')" "file size"
 expect_eq "$(($(stat -c %b d.qcow2) * $(stat -c %B d.qcow2)))" "$(j '.images[0]."allocated-size"')" \
   "allocated size = du"
@@ -76,6 +82,8 @@ expect_out_has 'qdedup_saved_bytes{image="d.qcow2"} 262144' "prometheus: saved b
 expect_out_has 'qdedup_cluster_references_bucket{image="d.qcow2",le="+Inf"} 3' "prometheus: histogram count"
 expect_out_has 'qdedup_clusters_deduplicated_total{image="d.qcow2"} 4' "prometheus: counter"
 expect_out_has 'qdedup_index_state{image="d.qcow2",state="valid"} 1' "prometheus: index state"
+expect_out_has 'qdedup_runs_total{image="d.qcow2"} 1' "prometheus: runs"
+expect_out_has "qdedup_last_run_timestamp_seconds{image=\"d.qcow2\"} $stamp" "prometheus: last run time"
 weird='we"ird\name.qcow2'
 cp d.qcow2 "$weird"
 run "$QDEDUP" metrics --output=prometheus d.qcow2 plain.qcow2 "$weird"

@@ -42,7 +42,7 @@ void fuzz_extension_bytes(std::span<const uint8_t> bytes) {
   }
   std::vector<uint8_t> encoded = dedup::encode_dedup_extension(*e);
   if (encoded.size() != dedup::kExtDedupLength ||
-      std::memcmp(encoded.data(), bytes.data(), 136) != 0) {
+      std::memcmp(encoded.data(), bytes.data(), dedup::kExtDedupBaseLength) != 0) {
     fuzz::fuzz_fail("encode_dedup_extension(decode(x)) differs from x");
   }
 }

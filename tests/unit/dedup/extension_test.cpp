@@ -6,7 +6,7 @@
 using namespace qdedup;
 using namespace qdedup::dedup;
 
-TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][extension]") {
+TEST_CASE("dedup extension encodes to 176 bytes and decodes back", "[dedup][extension]") {
   DedupExtension e = empty_dedup_extension(hash::HashAlgorithm::kSha256, true, 65535);
   e.index_offset = 1 << 20;
   e.index_entries = 3;
@@ -14,6 +14,9 @@ TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][exte
   e.counters.clusters_deduplicated = 11;
   e.counters.partial_cluster_reads = 7;
   e.counters.refcount_cap_overflows = 2;
+  e.counters.runs = 5;
+  e.counters.last_run_time = 1796000000;
+  e.counters.last_run_version = "0.1.0";
   auto bytes = encode_dedup_extension(e);
   REQUIRE(bytes.size() == kExtDedupLength);
   auto d = decode_dedup_extension(bytes);
@@ -24,8 +27,32 @@ TEST_CASE("dedup extension encodes to 144 bytes and decodes back", "[dedup][exte
   CHECK(d->counters.clusters_deduplicated == 11);
   CHECK(d->counters.partial_cluster_reads == 7);
   CHECK(d->counters.refcount_cap_overflows == 2);
+  CHECK(d->counters.runs == 5);
+  CHECK(d->counters.last_run_time == 1796000000);
+  CHECK(d->counters.last_run_version == "0.1.0");
   CHECK(d->index_checksum == e.index_checksum);
   CHECK(encode_dedup_extension(*d) == bytes);
+}
+
+TEST_CASE("a 144-byte dedup extension (older writers) decodes without the run fields",
+          "[dedup][extension]") {
+  DedupExtension e = empty_dedup_extension(hash::HashAlgorithm::kSha256, false, 65535);
+  e.counters.clusters_deduplicated = 3;
+  e.counters.last_run_time = 1796000000;
+  e.counters.last_run_version = "0.1.0";
+  auto bytes = encode_dedup_extension(e);
+  bytes.resize(kExtDedupBaseLength);  // what a writer of the first layout wrote: runs 0 (reserved)
+  auto d = decode_dedup_extension(bytes);
+  REQUIRE(d.is_ok());
+  CHECK(d->counters.clusters_deduplicated == 3);
+  CHECK(d->counters.runs == 0);
+  CHECK(d->counters.last_run_time == 0);
+  CHECK(d->counters.last_run_version.empty());
+  // A version that fills its 24 bytes has no NUL: it is read whole.
+  e.counters.last_run_version = std::string(kRunVersionBytes, 'v');
+  auto full = decode_dedup_extension(encode_dedup_extension(e));
+  REQUIRE(full.is_ok());
+  CHECK(full->counters.last_run_version == std::string(kRunVersionBytes, 'v'));
 }
 
 TEST_CASE("dedup extension with an unknown hash id is refused by name", "[dedup][extension]") {

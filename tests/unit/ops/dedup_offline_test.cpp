@@ -630,9 +630,9 @@ TEST_CASE("a damaged or forged progress record is not used: the run starts over"
   // cursor and the pending copies' offset, count and checksum.
   constexpr size_t kHashSize = 12, kIndexOffset = 16, kIndexSize = 24, kIndexEntries = 32;
   constexpr size_t kIndexChecksum = 48;
-  constexpr size_t kPendingOffset = dedup::kExtDedupLength + 8;
-  constexpr size_t kPendingCount = dedup::kExtDedupLength + 16;
-  constexpr size_t kPendingChecksum = dedup::kExtDedupLength + 24;
+  constexpr size_t kPendingOffset = dedup::kExtDedupBaseLength + 8;
+  constexpr size_t kPendingCount = dedup::kExtDedupBaseLength + 16;
+  constexpr size_t kPendingChecksum = dedup::kExtDedupBaseLength + 24;
   constexpr size_t kEntryHostOffset = 32;  // sha256
 
   // The first stop whose record holds both keepers and pending copies.

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <array>
+#include <ctime>
 #include <vector>
 
 #include "dedup/index.h"
@@ -129,6 +130,7 @@ TEST_CASE("metrics of a plain image, and of it after dedup-offline", "[ops][metr
   CHECK(after.counters->clusters_deduplicated == 6);
   CHECK(after.counters->clusters_freed == 6);
   CHECK(after.counters->index_entries_added == 7);
+  CHECK(after.counters->runs == 1);
   // The valid index's cluster has refcount 0 but is not free.
   CHECK(v.free_clusters == free_clusters_by_refcheck(fs.bytes("i.qcow2")) - 1);
   CHECK(after.metadata_bytes() == v.header_bytes + v.l1_bytes + v.l2_bytes + v.refcount_bytes +
@@ -136,7 +138,9 @@ TEST_CASE("metrics of a plain image, and of it after dedup-offline", "[ops][metr
 }
 
 TEST_CASE("metrics of a deduplicating convert: counters and index", "[ops][metrics]") {
+  const uint64_t before = static_cast<uint64_t>(std::time(nullptr));
   io::MemoryFileSystem fs = converted("sha256");
+  const uint64_t after = static_cast<uint64_t>(std::time(nullptr));
   ImageMetrics m = measured(fs);
   CHECK(m.usage.active_data_clusters == 13);
   CHECK(m.usage.active_distinct_targets == 7);
@@ -148,7 +152,26 @@ TEST_CASE("metrics of a deduplicating convert: counters and index", "[ops][metri
   CHECK(m.counters->clusters_deduplicated == 6);
   CHECK(m.counters->clusters_stored_unique == 7);
   CHECK(m.counters->clusters_freed == 0);
+  CHECK(m.counters->runs == 1);
+  CHECK(m.counters->last_run_version == QDEDUP_VERSION);
+  CHECK(m.counters->last_run_time >= before);
+  CHECK(m.counters->last_run_time <= after);
   CHECK(m.usage.free_clusters == free_clusters_by_refcheck(fs.bytes("i.qcow2")) - 1);  // the index's
+
+  // A dedup-offline run over it: one run more, the convert's counters kept.
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.threads = 1;
+  DedupOfflineReport run = dedup_offline(fs, job);
+  REQUIRE(run.images.size() == 1);
+  INFO(run.images[0].error);
+  REQUIRE(run.images[0].outcome == ImageOutcome::kDone);
+  ImageMetrics again = measured(fs);
+  REQUIRE(again.counters.has_value());
+  CHECK(again.counters->runs == 2);
+  CHECK(again.counters->clusters_deduplicated == 6);  // nothing left to merge
+  CHECK(again.counters->clusters_stored_unique == 7);
+  CHECK(again.usage.active_distinct_targets == 7);
 }
 
 TEST_CASE("metrics: index states in check's words; several images and a failing one", "[ops][metrics]") {
