@@ -17,6 +17,7 @@
 #include "io/faulty_file.h"
 #include "io/file_system.h"
 #include "qcow2/format.h"
+#include "support/qemu_scripts.h"
 #include "support/refcheck.h"
 #include "util/endian.h"
 
@@ -43,22 +44,8 @@ Bytes qemu_made(const std::string& script) {
   return *made;
 }
 
-// 4 MiB, 4 KiB clusters: two L2 tables. Snapshot s1 shares the second table
-// with s2 (the active state copied it when it wrote at 3M).
-Bytes qemu_image() {
-  return qemu_made(
-      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
-      "qemu-io -c 'write -P 0x11 0 16k' -c 'write -P 0x11 2M 16k' -c 'write -P 0x22 64k 8k' "
-      "-c 'write -z 128k 8k' -c 'write -P 0 192k 8k' -c 'write -c -P 0x33 256k 4k' "
-      "-c 'write -c -P 0x33 260k 4k' -c 'write -P 0x33 264k 4k' -c 'write -P 0x22 2100k 8k' "
-      "\"$IMG\" >/dev/null\n"
-      "qemu-img snapshot -c s1 \"$IMG\"\n"
-      "qemu-io -c 'write -P 0x44 0 4k' -c 'write -P 0x44 8k 4k' \"$IMG\" >/dev/null\n"
-      "qemu-img snapshot -c s2 \"$IMG\"\n"
-      "qemu-io -c 'write -P 0x22 3M 8k' -c 'write -P 0x11 1M 4k' \"$IMG\" >/dev/null\n"
-      "qemu-img bitmap --add \"$IMG\" bm0\n"
-      "qemu-io -c 'write -P 0x55 512k 4k' -c 'write -P 0x11 520k 4k' \"$IMG\" >/dev/null\n");
-}
+// The image of testsupport::kSnapshotsScript.
+Bytes qemu_image() { return qemu_made(testsupport::kSnapshotsScript); }
 
 // The guest's view of the active state and of each snapshot, every cluster.
 std::vector<Bytes> guest_views(const Bytes& image) {

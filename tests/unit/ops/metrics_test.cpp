@@ -14,6 +14,7 @@
 #include "io/memory_file.h"
 #include "ops/convert.h"
 #include "ops/dedup_offline.h"
+#include "support/qemu_scripts.h"
 #include "support/refcheck.h"
 
 namespace qdedup::ops {
@@ -47,6 +48,17 @@ io::MemoryFileSystem converted(const std::string& dedup) {
   INFO(r.status().message());
   REQUIRE(r.is_ok());
   return fs;
+}
+
+// Runs dedup-offline on i.qcow2, which must succeed.
+void dedup_offline_done(io::MemoryFileSystem& fs) {
+  DedupOfflineJob job;
+  job.images = {"i.qcow2"};
+  job.threads = 1;
+  DedupOfflineReport run = dedup_offline(fs, job);
+  REQUIRE(run.images.size() == 1);
+  INFO(run.images[0].error);
+  REQUIRE(run.images[0].outcome == ImageOutcome::kDone);
 }
 
 ImageMetrics measured(io::MemoryFileSystem& fs, const std::string& file = "i.qcow2") {
@@ -94,13 +106,7 @@ TEST_CASE("metrics of a plain image, and of it after dedup-offline", "[ops][metr
   CHECK(u.l2_bytes == kCluster);
   CHECK(u.free_clusters == free_clusters_by_refcheck(fs.bytes("i.qcow2")));
 
-  DedupOfflineJob job;
-  job.images = {"i.qcow2"};
-  job.threads = 1;
-  DedupOfflineReport run = dedup_offline(fs, job);
-  REQUIRE(run.images.size() == 1);
-  INFO(run.images[0].error);
-  REQUIRE(run.images[0].outcome == ImageOutcome::kDone);
+  dedup_offline_done(fs);
 
   ImageMetrics after = measured(fs);
   const qcow2::Usage& v = after.usage;
@@ -159,13 +165,7 @@ TEST_CASE("metrics of a deduplicating convert: counters and index", "[ops][metri
   CHECK(m.usage.free_clusters == free_clusters_by_refcheck(fs.bytes("i.qcow2")) - 1);  // the index's
 
   // A dedup-offline run over it: one run more, the convert's counters kept.
-  DedupOfflineJob job;
-  job.images = {"i.qcow2"};
-  job.threads = 1;
-  DedupOfflineReport run = dedup_offline(fs, job);
-  REQUIRE(run.images.size() == 1);
-  INFO(run.images[0].error);
-  REQUIRE(run.images[0].outcome == ImageOutcome::kDone);
+  dedup_offline_done(fs);
   ImageMetrics again = measured(fs);
   REQUIRE(again.counters.has_value());
   CHECK(again.counters->runs == 2);
@@ -204,19 +204,8 @@ TEST_CASE("metrics of an image stock QEMU wrote: snapshots, compressed clusters,
     WARN("qemu-img/qemu-io not found: skipped");
     return;
   }
-  // 4 KiB clusters, 4 MiB: two L2 tables. See the expected figures below.
-  auto made = testsupport::run_qemu_script(
-      "qemu-img create -q -f qcow2 -o cluster_size=4096 \"$IMG\" 4M\n"
-      "qemu-io -c 'write -P 0x11 0 16k' -c 'write -P 0x11 2M 16k' -c 'write -P 0x22 64k 8k' "
-      "-c 'write -z 128k 8k' -c 'write -P 0 192k 8k' -c 'write -c -P 0x33 256k 4k' "
-      "-c 'write -c -P 0x33 260k 4k' -c 'write -P 0x33 264k 4k' -c 'write -P 0x22 2100k 8k' "
-      "\"$IMG\" >/dev/null\n"
-      "qemu-img snapshot -c s1 \"$IMG\"\n"
-      "qemu-io -c 'write -P 0x44 0 4k' -c 'write -P 0x44 8k 4k' \"$IMG\" >/dev/null\n"
-      "qemu-img snapshot -c s2 \"$IMG\"\n"
-      "qemu-io -c 'write -P 0x22 3M 8k' -c 'write -P 0x11 1M 4k' \"$IMG\" >/dev/null\n"
-      "qemu-img bitmap --add \"$IMG\" bm0\n"
-      "qemu-io -c 'write -P 0x55 512k 4k' -c 'write -P 0x11 520k 4k' \"$IMG\" >/dev/null\n");
+  // testsupport::kSnapshotsScript: see the expected figures below.
+  auto made = testsupport::run_qemu_script(testsupport::kSnapshotsScript);
   INFO(made.status().message());
   REQUIRE(made.is_ok());
   io::MemoryFileSystem fs;
