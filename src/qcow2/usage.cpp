@@ -60,7 +60,11 @@ Result<uint64_t> bitmap_bytes(io::File& file, const CheckAnalysis& a) {
 
 std::vector<RefcountBucket> empty_histogram(uint64_t cap) {
   std::vector<RefcountBucket> h;
-  for (uint64_t le = 1; le < cap; le *= 2) h.push_back({le, 0});
+  // Powers of two below the cap (at most 64 of them: 2^63 doubled is 0).
+  for (uint64_t le = 1; le < cap; le *= 2) {
+    h.push_back({le, 0});
+    if (le > cap / 2) break;
+  }
   h.push_back({cap, 0});
   return h;
 }

@@ -28,7 +28,7 @@ constexpr uint64_t kCluster = 4096;
 // clusters of 7 distinct contents.
 constexpr std::array<uint32_t, 16> kPatterns = {1, 2, 1, 0, 3, 2, 1, 4, 0, 5, 5, 6, 2, 0, 7, 1};
 
-io::MemoryFileSystem converted(const std::string& dedup) {
+io::MemoryFileSystem converted(const std::string& dedup, uint32_t refcount_order = 4) {
   Bytes raw;
   for (uint32_t p : kPatterns) {
     Bytes c = pattern_cluster(kCluster, p);
@@ -42,6 +42,7 @@ io::MemoryFileSystem converted(const std::string& dedup) {
   o.target_format = "qcow2";
   if (!dedup.empty()) o.create.dedup = dedup;
   o.create.image.cluster_bits = 12;
+  o.create.image.refcount_order = refcount_order;
   o.create.cluster_size_set = true;
   o.threads = 1;
   auto r = convert(fs, o);
@@ -256,6 +257,18 @@ TEST_CASE("metrics of an image stock QEMU wrote: snapshots, compressed clusters,
   CHECK(u.free_clusters == free_clusters_by_refcheck(*made));
   CHECK(m.index.state == "absent");
   CHECK_FALSE(m.counters.has_value());
+}
+
+TEST_CASE("metrics with 64-bit refcounts: the histogram ends at the width's maximum",
+          "[ops][metrics]") {
+  // The buckets double up to the cap: found by the fuzzer, the doubling once
+  // wrapped to 0 below a cap of 2^64 - 1 and never ended.
+  io::MemoryFileSystem fs = converted("", 6);
+  ImageMetrics m = measured(fs);
+  REQUIRE(m.usage.histogram.size() == 65);
+  CHECK(m.usage.histogram[63].le == uint64_t{1} << 63);
+  CHECK(m.usage.histogram.back().le == UINT64_MAX);
+  CHECK(bucket(m, 1) == 13);
 }
 
 TEST_CASE("the index RAM model equals what the table allocates", "[dedup][index][metrics]") {
