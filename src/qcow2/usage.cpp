@@ -199,8 +199,14 @@ Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions
   u.file_size = a.file_size;
   const uint64_t cap = o.refcount_cap ? std::min(o.refcount_cap, g.refcount_max) : g.refcount_max;
 
-  // The active L1 table, as stored.
+  // The active L1 table, as stored. An L1 table larger than the file is
+  // refused before anything is allocated for it (check counts it as a finding).
   const Header& h = a.header;
+  auto too_big = [&](uint64_t entries) { return entries * 8 > a.file_size; };
+  if (too_big(h.l1_size)) return corruption("the active L1 table is larger than the file");
+  for (const Snapshot& s : a.snapshots) {
+    if (too_big(s.l1_size)) return corruption("the L1 table of snapshot '" + s.id + "' is larger than the file");
+  }
   std::vector<uint8_t> l1_bytes(uint64_t{h.l1_size} * 8);
   QD_TRY(file.read_or_zero(h.l1_table_offset, l1_bytes));
   std::vector<uint64_t> l1(h.l1_size);
