@@ -18,6 +18,9 @@ QDEDUP_PACKAGES=(
   duperemove time
   # tests/cli/metrics.sh checks the Prometheus output with promtool (in Debian's prometheus).
   prometheus
+  # The manual page is rendered by tests/cli/manpage.sh (groff, man); scripts/package.sh and
+  # tests/cli/package.sh make the .deb with cpack, which needs dpkg-shlibdeps and file.
+  groff-base man-db dpkg-dev file
   # The fuzz build (scripts/fuzz.sh): clang++ with libFuzzer and the sanitizer runtimes
   # (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable crash stacks.
   clang libclang-rt-14-dev llvm

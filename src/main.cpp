@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app.name("qdedup");
   app.set_version_flag("--version", std::string("qdedup ") + QDEDUP_VERSION);
   app.require_subcommand(1);
+  app.formatter(qdedup::commands::help_formatter());  // before the subcommands: they inherit it
   bool quiet = false;
   bool verbose = false;
   app.add_flag("-q,--quiet", quiet, "Print results and errors only")->configurable(false);

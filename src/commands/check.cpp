@@ -162,7 +162,8 @@ std::function<int()> register_check(CLI::App& app) {
       ->check(CLI::IsMember({"leaks", "all"}));
   // qemu-img's long form; bare (no '=') it means all.
   app.add_flag("--repair{all}", a->repair, "Same as -r: --repair=leaks, --repair=all, or --repair (all)")
-      ->check(CLI::IsMember({"leaks", "all"}));
+      ->check(CLI::IsMember({"leaks", "all"}))
+      ->option_text("[=leaks|all]");
   app.add_flag("-U,--force-share", a->force_share, "Open even if another process is writing the image");
   app.add_flag("--verify-hashes", a->verify_hashes,
                "Also read every indexed cluster and compare it with its hash");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "util/status.h"
@@ -23,6 +24,11 @@ struct Command {
 };
 
 const std::vector<Command>& command_table();
+
+// The help layout of every command: CLI11's, except that a flag with a value
+// of its own ("--json{json}") is listed under its plain name, and an optional
+// value is written against it ("--repair[=leaks|all]").
+std::shared_ptr<CLI::Formatter> help_formatter();
 
 std::function<int()> register_check(CLI::App& app);
 std::function<int()> register_convert(CLI::App& app);

@@ -22,6 +22,31 @@ const std::vector<Command>& command_table() {
   return kCommands;
 }
 
+namespace {
+
+class HelpFormatter : public CLI::Formatter {
+ public:
+  std::string make_option_name(const CLI::Option* opt, bool is_positional) const override {
+    std::string name = CLI::Formatter::make_option_name(opt, is_positional);
+    for (size_t open; (open = name.find('{')) != std::string::npos;) {
+      size_t close = name.find('}', open);
+      if (close == std::string::npos) break;
+      name.erase(open, close - open + 1);
+    }
+    return name;
+  }
+  // An optional value ("[=leaks|all]") is written against the name, as man pages do.
+  std::string make_option_opts(const CLI::Option* opt) const override {
+    std::string opts = CLI::Formatter::make_option_opts(opt);
+    if (opts.rfind(" [=", 0) == 0) opts.erase(0, 1);
+    return opts;
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<CLI::Formatter> help_formatter() { return std::make_shared<HelpFormatter>(); }
+
 int report_error(const Status& status) {
   std::fprintf(stderr, "qdedup: %s\n", status.message().c_str());
   return kExitError;
