@@ -17,25 +17,34 @@ Progress::Progress(bool enabled, uint64_t total)
 void Progress::update(uint64_t done, const std::string& note) {
   if (tty_ && note != note_) {
     note_ = note;
-    last_permille_ = -1;  // redraw for the note
+    redraw_ = true;
   }
   update(done);
 }
 
 void Progress::update(uint64_t done) {
   if (!enabled_ || finished_) return;
-  int permille = total_ ? static_cast<int>(done * 1000 / total_) : 1000;
-  auto now = std::chrono::steady_clock::now();
-  if (permille == last_permille_) return;
-  if (tty_ && permille != 1000 && now - last_draw_ < std::chrono::milliseconds(100)) return;
-  last_permille_ = permille;
-  last_draw_ = now;
-  double pct = permille / 10.0;
+  if (done > total_) done = total_;
+  const double pct = total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100.0;
+  const auto now = std::chrono::steady_clock::now();
   if (!tty_) {
-    std::fprintf(stderr, "    (%0.2f/100%%)\r", pct);
+    // qemu-img's rule (util/qemu-progress.c with convert's step of 1%): a line when the
+    // figure moved by more than one point since the last line, at 0, and each time it
+    // is told 100 (so the end repeats the last line, as qemu-img's does).
+    const bool first = last_pct_ < 0;
+    if (!first && !(pct > last_pct_ + 1.0) && pct != 100.0) return;
+    last_pct_ = pct;
+    std::fprintf(stderr, "    (%3.2f/100%%)\r", pct);
     std::fflush(stderr);
     return;
   }
+  // On a terminal: the same figure, redrawn in place at most every 100 ms (and at
+  // the end), followed by the rate, the time left and the note.
+  if (pct == last_pct_ && !redraw_) return;
+  if (pct != 100.0 && last_pct_ >= 0 && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_pct_ = pct;
+  last_draw_ = now;
+  redraw_ = false;
   double secs = std::chrono::duration<double>(now - start_).count();
   double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
   std::string eta = "--:--";
@@ -46,17 +55,21 @@ void Progress::update(uint64_t done) {
                   static_cast<unsigned long long>(left % 60));
     eta = buf;
   }
-  // With a note the bar is shorter, and the note is cut so that the line
-  // does not wrap on an 80-column terminal (a wrapped line is not redrawn in
-  // place); \033[K clears what a longer line before left.
-  const int width = note_.empty() ? 30 : 20;
-  int filled = permille * width / 1000;
-  std::string bar(static_cast<size_t>(filled), '#');
-  bar.resize(static_cast<size_t>(width), '.');
-  const size_t note_width = 80 - 1 - (2 + static_cast<size_t>(width) + 8 + 12 + 10);
-  std::string note = note_.size() > note_width ? note_.substr(0, note_width - 3) + "..." : note_;
-  std::fprintf(stderr, "\r[%s] %5.1f%% %9s/s ETA %s %s\033[K", bar.c_str(), pct,
-               format_iec_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str(), note.c_str());
+  char head[96];
+  std::snprintf(head, sizeof head, "    (%3.2f/100%%) %9s/s ETA %s", pct,
+                format_iec_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
+  std::string line = head;
+  // The note is cut so that the line does not wrap on an 80-column terminal (a
+  // wrapped line is not redrawn in place); spaces, not an escape sequence,
+  // clear what a longer line before left.
+  if (!note_.empty()) {
+    const size_t room = line.size() + 2 < 79 ? 79 - line.size() - 2 : 0;
+    line += "  " + (note_.size() > room && room > 3 ? note_.substr(0, room - 3) + "..." : note_);
+  }
+  const size_t shown = line.size();
+  if (line.size() < drawn_width_) line.append(drawn_width_ - line.size(), ' ');
+  drawn_width_ = shown;
+  std::fprintf(stderr, "\r%s", line.c_str());
   std::fflush(stderr);
 }
 

@@ -1,5 +1,7 @@
-// Progress on stderr for long commands (-p): a bar with percent, throughput
-// and ETA on a terminal; qemu-img's "    (NN.NN/100%)" line otherwise.
+// Progress on stderr for long commands (-p), in qemu-img's form "    (NN.NN/100%)":
+// when stderr is not a terminal, one such line (ended by \r, as qemu-img ends
+// it) each time the figure moves by more than one point, never an escape
+// sequence; on a terminal redrawn in place with the rate and the time left.
 #pragma once
 
 #include <chrono>
@@ -25,7 +27,9 @@ class Progress {
   bool tty_;
   bool finished_ = false;
   uint64_t total_;
-  int last_permille_ = -1;
+  double last_pct_ = -1;  // the figure last printed; -1 before the first
+  bool redraw_ = false;   // the note changed
+  size_t drawn_width_ = 0;
   std::string note_;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;
