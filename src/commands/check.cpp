@@ -116,7 +116,7 @@ int run_check(const CheckArgs& a) {
   if (a.repair == "leaks") job.repair = qcow2::RepairMode::kLeaks;
   job.force_share = a.force_share;
   job.verify_hashes = a.verify_hashes;
-  job.progress = a.progress;
+  job.progress = a.progress && !quiet();
   job.threads = a.threads;
   job.log = log_line;
   Result<ops::CheckReport> checked = ops::check(io::posix_file_system(), job);

@@ -285,7 +285,17 @@ int run_dedup_offline(const DedupOfflineArgs& a) {
     };
   }
   ops::DedupOfflineReport r = ops::dedup_offline(io::posix_file_system(), job);
-  if (progress) progress->finish();
+  if (progress) {
+    // A stopped batch ends the line without claiming 100%.
+    const bool interrupted = std::any_of(r.images.begin(), r.images.end(), [](const auto& i) {
+      return i.outcome == ops::ImageOutcome::kInterrupted;
+    });
+    if (interrupted) {
+      progress->end();
+    } else {
+      progress->finish();
+    }
+  }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   for (const auto& i : r.images) {

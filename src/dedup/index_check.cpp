@@ -219,7 +219,7 @@ class HashVerifier {
         pool_(algo, threads),
         digests_(per_batch_ * hs_),
         data_{std::vector<uint8_t>(per_batch_ * cs_), std::vector<uint8_t>(per_batch_ * cs_)},
-        progress_(progress, ext.index_entries),
+        progress_(progress, ext.index_entries * cluster_size),  // bytes, for the rate
         error_(error) {}
 
   // Entries [first, first + n) of the index, encoded in `bytes`.
@@ -285,7 +285,7 @@ Status HashVerifier::chunk(uint64_t first, std::span<const uint8_t> bytes) {
                hex(want.host_offset) + " does not match its hash (its data changed)");
       }
     }
-    progress_.update(first + k + m);
+    progress_.update((first + k + m) * cs_);
     if (next.valid()) QD_TRY(next.get());
   }
   return Status::ok();
@@ -339,7 +339,8 @@ Status rebuild_dedup_index(io::File& file, std::unique_ptr<io::File> scratch, un
   QD_ASSIGN_OR_RETURN(std::optional<DedupExtension> ext, find_dedup_extension(image->header()));
   if (!ext) return invalid_argument("the image has no dedup extension");
   auto algo = hash::hash_from_id(ext->hash_algorithm);
-  if (!algo) return unsupported("unknown dedup hash algorithm id " + std::to_string(ext->hash_algorithm));
+  if (!algo)
+    return unsupported("unknown dedup hash algorithm id " + std::to_string(ext->hash_algorithm));
   DedupWriter writer(*image,
                      DedupConfig{*algo, (ext->flags & kDedupFlagVerify) != 0, ext->refcount_cap},
                      std::move(scratch));

@@ -9,8 +9,11 @@
 namespace qdedup {
 
 Progress::Progress(bool enabled, uint64_t total)
-    : enabled_(enabled), tty_(isatty(STDERR_FILENO) != 0), total_(total),
-      start_(std::chrono::steady_clock::now()), last_draw_(start_) {
+    : enabled_(enabled),
+      tty_(isatty(STDERR_FILENO) != 0),
+      total_(total),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {
   update(0);
 }
 
@@ -23,9 +26,15 @@ void Progress::update(uint64_t done, const std::string& note) {
 }
 
 void Progress::update(uint64_t done) {
-  if (!enabled_ || finished_) return;
   if (done > total_) done = total_;
-  const double pct = total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100.0;
+  // 100 only at the end: with nothing to do (total 0) the figure stays at 0 until finish().
+  draw(done, done == total_ && total_ ? 100.0
+             : total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(total_)
+                      : 0.0);
+}
+
+void Progress::draw(uint64_t done, double pct) {
+  if (!enabled_ || finished_) return;
   const auto now = std::chrono::steady_clock::now();
   if (!tty_) {
     // qemu-img's rule (util/qemu-progress.c with convert's step of 1%): a line when the
@@ -74,8 +83,12 @@ void Progress::update(uint64_t done) {
 }
 
 void Progress::finish() {
+  draw(total_, 100.0);
+  end();
+}
+
+void Progress::end() {
   if (!enabled_ || finished_) return;
-  update(total_);
   finished_ = true;
   std::fprintf(stderr, "\n");
 }

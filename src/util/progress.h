@@ -14,15 +14,24 @@ namespace qdedup {
 class Progress {
  public:
   Progress(bool enabled, uint64_t total);
-  ~Progress() { finish(); }
+  // Ends the line without claiming 100% (an error or an interruption), as
+  // qemu-img does when a job stops.
+  ~Progress() { end(); }
+  // `done` of `total` (clamped to it); the rate on a terminal is `done` per second,
+  // so both count bytes.
   void update(uint64_t done);
   // The same with a note after the bar on a terminal (what is being worked
   // on); the qemu-img line for pipes and files stays as it is. Drawn at most
   // every 100 ms, also when only the note changed.
   void update(uint64_t done, const std::string& note);
+  // The job completed: the 100% record, then the end of the line.
   void finish();
+  // The end of the line only (nothing more is printed after finish() or end()).
+  void end();
 
  private:
+  void draw(uint64_t done, double pct);
+
   bool enabled_;
   bool tty_;
   bool finished_ = false;

@@ -7,6 +7,7 @@
 source "$QDEDUP_TESTS/lib/common.bash"
 require_cmd groff
 require_cmd man
+: "${QDEDUP_BUILD:?QDEDUP_BUILD: the build directory (CTest sets it)}"
 page="$QDEDUP_BUILD/qdedup.1"
 [ -f "$page" ] || { fail "no $page: the build makes it from docs/qdedup.1.in"; finish; }
 
@@ -14,11 +15,12 @@ page="$QDEDUP_BUILD/qdedup.1"
 run groff -ww -man -Tutf8 -z "$page"
 expect_status 0 "groff -ww -man"
 if [ -s "$err" ]; then fail "groff warns: $(head -c 500 "$err")"; else pass; fi
-run env MANWIDTH=80 MAN_KEEP_FORMATTING=0 man -l "$page"
+run env -u MAN_KEEP_FORMATTING MANWIDTH=80 man -l "$page"
 expect_status 0 "man -l qdedup.1"
 if [ -s "$err" ]; then fail "man -l writes to stderr: $(head -c 500 "$err")"; else pass; fi
 grep -q "@" "$out" && fail "the rendered page has an unfilled @VARIABLE@: $(grep -m1 @ "$out")"
 expect_out_has "qdedup $("$QDEDUP" --version | cut -d' ' -f2)" "the page names the version"
+if grep -q $'\b' "$out"; then fail "man -l output has overstrikes (formatting kept)"; else pass; fi
 
 # Options named by a --help text: the first word of each line of its "Options:" block.
 help_options() {

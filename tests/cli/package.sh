@@ -4,7 +4,9 @@
 # every shared library the binary needs, and the unpacked binary runs.
 # shellcheck source=../lib/common.bash
 source "$QDEDUP_TESTS/lib/common.bash"
-require_cmd cpack dpkg-deb dpkg-shlibdeps readelf
+require_cmd cpack dpkg-deb dpkg-shlibdeps dpkg-query readelf groff zcat
+: "${QDEDUP_BUILD:?QDEDUP_BUILD: the build directory (CTest sets it)}"
+ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
 run cpack -G DEB --config "$QDEDUP_BUILD/CPackConfig.cmake" -B "$TEST_TMP/pkg"
 expect_status 0 "cpack -G DEB"
 deb=$(ls "$TEST_TMP"/pkg/qdedup_*.deb 2>/dev/null | head -1)
@@ -42,17 +44,17 @@ else
 fi
 
 # Every library the binary needs (NEEDED) comes from a package that Depends names.
-# shellcheck disable=SC2046,SC2086  # word splitting of the provided names is wanted
 needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 [ -n "$needed" ] || fail "readelf found no NEEDED entries in $bin"
 for lib in $needed; do
-  path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+  path=$("$ldconfig" -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
   [ -n "$path" ] || { fail "$lib is not in the linker cache"; continue; }
   owner=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)
   [ -n "$owner" ] || owner=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
   [ -n "$owner" ] || { fail "no package owns $path"; continue; }
   # The package itself or a virtual package it provides (libspdlog1.10 provides libspdlog1.10-fmt9).
   provides=$(dpkg-query -W -f='${Provides}' "$owner" | tr ',' '\n' | sed 's/^ *//; s/ .*//')
+  # shellcheck disable=SC2046,SC2086  # word splitting of the provided names is wanted
   if printf '%s\n' "$depends" | tr ',' '\n' | sed 's/^ *//; s/ .*//' |
     grep -qxF -e "$owner" ${provides:+$(printf -- '-e %s ' $provides)}; then
     pass

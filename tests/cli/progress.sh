@@ -4,7 +4,7 @@
 # escape sequence; on a terminal (script(1) gives one) the same figure with the rate and ETA.
 # shellcheck source=../lib/common.bash
 source "$QDEDUP_TESTS/lib/common.bash"
-require_cmd qemu-img script
+require_cmd qemu-img script python3
 
 # 48 MiB: 16 MiB random, the same again, 16 MiB of zeros.
 head -c 16M /dev/urandom >a
@@ -25,12 +25,12 @@ check_plain_progress() {
   fi
   expect_eq "$(head -1 "$file.lines")" "    (0.00/100%)" "$what: the first record"
   expect_eq "$(tail -1 "$file.lines")" "    (100.00/100%)" "$what: the last record"
-  # Each record but those at 100 moves more than one point past the one before, so at
-  # most 101 differ; never backwards.
+  # Each record but those at 100 moves more than one point past the one before (the
+  # printed figures are rounded to 0.01), so at most 101 differ; never backwards.
   local bad
   bad=$(sed 's/^    (//; s|/100%)$||' "$file.lines" | awk '
     NR > 1 && $1 < prev { print "went back from " prev " to " $1; exit }
-    NR > 1 && $1 != 100 && $1 <= prev + 1 { print "moved only from " prev " to " $1; exit }
+    NR > 1 && $1 != 100 && $1 < prev + 0.995 { print "moved only from " prev " to " $1; exit }
     { prev = $1 }')
   if [ -n "$bad" ]; then fail "$what: $bad"; else pass; fi
   local n
@@ -57,23 +57,52 @@ check_plain_progress check.err "check --verify-hashes -p"
 cp q.qcow2 o.qcow2
 run "$QDEDUP" dedup-offline -p o.qcow2
 expect_status 0 "dedup-offline -p"
-# dedup-offline prints its notes on stderr too: keep the progress records only.
-grep -ao $'    ([0-9.]*/100%)\r' "$err" | tr -d '\n' >offline.err || true
-printf '\n' >>offline.err
+# dedup-offline prints its report line on stderr after the records: the records must be
+# the stream up to the end of the progress line, and that line ends \r\n.
 if grep -q $'\033' "$err"; then fail "dedup-offline -p: an escape sequence on a pipe"; else pass; fi
+head -n 1 "$err" >offline.err
+if [ "$(head -c "$(($(wc -c <offline.err)))" "$err" | tail -c 2 | od -An -c | tr -d ' ')" = '\r\n' ]; then pass
+else fail "dedup-offline -p: the progress line does not end with \\r\\n"; fi
 check_plain_progress offline.err "dedup-offline -p"
 
 # -q silences -p.
+run "$QDEDUP" -q check --verify-hashes -p d.qcow2
+expect_status 0 "-q check --verify-hashes -p"
+if [ -s "$err" ]; then fail "-q check -p wrote on stderr: $(head -c 200 "$err" | od -c | head -3)"; else pass; fi
 run "$QDEDUP" -q convert -p -O qcow2 disk.raw quiet.qcow2
 expect_status 0 "-q convert -p"
 if [ -s "$err" ]; then fail "-q convert -p wrote on stderr: $(head -c 200 "$err" | od -c | head -3)"; else pass; fi
 
+# A convert that fails part-way (an L2 entry at 3/4 of the disk is misaligned) ends the
+# progress line without claiming 100%, after the records it printed before.
+cp q.qcow2 bad.qcow2
+python3 - bad.qcow2 <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    l1 = struct.unpack(">Q", f.read(48)[40:48])[0]
+    f.seek(l1)
+    l2 = struct.unpack(">Q", f.read(8))[0] & 0x00FFFFFFFFFFFE00
+    f.seek(l2 + 8 * 576)  # guest offset 36 MiB of 48, 64 KiB clusters
+    f.write(struct.pack(">Q", (1 << 63) | 0x10200))
+PY
+run "$QDEDUP" convert -p -O qcow2 bad.qcow2 never.qcow2
+if [ "$rc" -ne 0 ]; then pass; else fail "convert -p of a source with a misaligned L2 entry exited 0"; fi
+expect_err_has "not cluster aligned" "convert -p of a misaligned entry"
+if grep -qE '\((5|6|7)[0-9]\.[0-9]{2}/100%\)' "$err"; then pass; else fail "the failed convert -p printed no record past half way"; fi
+if grep -q '100.00/100%' "$err"; then fail "a failed convert -p printed 100%: $(tr '\r' '\n' <"$err" | tail -3)"
+else pass; fi
+
 # On a terminal: redrawn in place with the rate and the time left, ending at 100.00.
 rm -f t.qcow2
-script -qec "$QDEDUP convert -p -O qcow2 -o dedup=sha256 disk.raw t.qcow2" /dev/null >tty.out </dev/null
+printf '%s' "$QDEDUP" >qdedup.path
+if script -qec '"$(cat qdedup.path)" convert -p -O qcow2 -o dedup=sha256 disk.raw t.qcow2' /dev/null \
+  >tty.out </dev/null; then pass; else fail "convert -p under script(1) failed"; fi
 tr '\r' '\n' <tty.out | sed '/^ *$/d' >tty.lines
-if grep -qE '^    \([0-9]+\.[0-9]{2}/100%\) +[0-9.]+ [KMGT]?i?B/s ETA ([0-9]{2}:[0-9]{2}|--:--)' tty.lines; then pass
-else fail "convert -p on a terminal: no record with rate and ETA: $(head -3 tty.lines)"; fi
+# A record past 0 with a rate above zero and the time left.
+if grep -qE '^    \([0-9]+\.[0-9]{2}/100%\) +[0-9.]*[1-9][0-9.]* [KMGT]?i?B/s ETA [0-9]{2}:[0-9]{2}' tty.lines ||
+  grep -qE '^    \(100\.00/100%\) +[0-9.]*[1-9][0-9.]* [KMGT]?i?B/s ETA --:--' tty.lines; then pass
+else fail "convert -p on a terminal: no record with a rate and ETA: $(head -3 tty.lines)"; fi
+if grep -q $'\033' tty.out; then fail "convert -p on a terminal wrote an escape sequence"; else pass; fi
 if tail -1 tty.lines | grep -q '(100.00/100%)'; then pass
 else fail "convert -p on a terminal does not end at 100.00: $(tail -1 tty.lines)"; fi
 [ -f t.qcow2 ] && pass || fail "convert -p on a terminal made no image"
