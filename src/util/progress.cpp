@@ -27,10 +27,12 @@ void Progress::update(uint64_t done, const std::string& note) {
 
 void Progress::update(uint64_t done) {
   if (done > total_) done = total_;
-  // 100 only at the end: with nothing to do (total 0) the figure stays at 0 until finish().
-  draw(done, done == total_ && total_ ? 100.0
-             : total_ ? 100.0 * static_cast<double>(done) / static_cast<double>(total_)
-                      : 0.0);
+  // Exactly 100 only at the end; with nothing to do (total 0) 0 until finish().
+  double pct = 0;
+  if (total_) {
+    pct = done == total_ ? 100.0 : 100.0 * static_cast<double>(done) / static_cast<double>(total_);
+  }
+  draw(done, pct);
 }
 
 void Progress::draw(uint64_t done, double pct) {
