@@ -23,7 +23,8 @@ namespace {
 
 constexpr uint64_t kL2CacheBytes = 64ull << 20;  // at least 16 tables
 
-// Active L2 lookups for the owner check (a few tables cached).
+// Active L2 lookups for the owner check: the active L1 table read once, a
+// few L2 tables cached.
 class ActiveMap {
  public:
   ActiveMap(io::File& file, const qcow2::CheckAnalysis& a) : file_(file), a_(a) {}
@@ -31,28 +32,48 @@ class ActiveMap {
   // The host offset the active tables map `guest_cluster` to (0: none).
   Result<uint64_t> host_of(uint64_t guest_cluster) {
     const qcow2::Geometry& g = a_.g;
+    if (!l1_loaded_) QD_TRY(load_l1());
     uint64_t l1i = g.l1_index(guest_cluster);
-    if (l1i >= a_.header.l1_size) return uint64_t{0};
-    uint8_t b[8];
-    QD_TRY(file_.read_or_zero(a_.header.l1_table_offset + 8 * l1i, b));
-    uint64_t l2 = load_be64(b) & qcow2::kL1eOffsetMask;
+    if (l1i >= l1_.size()) return uint64_t{0};
+    uint64_t l2 = l1_[l1i] & qcow2::kL1eOffsetMask;
     if (l2 == 0) return uint64_t{0};
-    auto it = cache_.find(l2);
-    if (it == cache_.end()) {
-      if (cache_.size() >= std::max<uint64_t>(16, kL2CacheBytes / g.cluster_size)) cache_.clear();
-      std::vector<uint8_t> t(g.cluster_size);
-      QD_TRY(file_.read_or_zero(l2, t));
-      it = cache_.emplace(l2, std::move(t)).first;
+    if (l2 != last_offset_ || !last_) {
+      auto it = cache_.find(l2);
+      if (it == cache_.end()) {
+        if (cache_.size() >= std::max<uint64_t>(16, kL2CacheBytes / g.cluster_size)) cache_.clear();
+        std::vector<uint8_t> t(g.cluster_size);
+        QD_TRY(file_.read_or_zero(l2, t));
+        it = cache_.emplace(l2, std::move(t)).first;
+      }
+      last_offset_ = l2;
+      last_ = &it->second;
     }
-    const uint8_t* p = it->second.data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
+    const uint8_t* p = last_->data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
     const qcow2::L2Entry e{load_be64(p), g.extended_l2 ? load_be64(p + 8) : 0};
     return e.cluster_type(g) == qcow2::ClusterType::kNormal ? e.host_offset() : uint64_t{0};
   }
 
  private:
+  // Entries past the end of the file read as zeros: only the entries that
+  // start inside it are read.
+  Status load_l1() {
+    const uint64_t offset = a_.header.l1_table_offset;
+    const uint64_t readable = offset < a_.file_size ? (a_.file_size - offset + 7) / 8 : 0;
+    std::vector<uint8_t> raw(std::min<uint64_t>(a_.header.l1_size, readable) * 8);
+    QD_TRY(file_.read_or_zero(offset, raw));
+    l1_.resize(raw.size() / 8);
+    for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(raw.data() + 8 * i);
+    l1_loaded_ = true;
+    return Status::ok();
+  }
+
   io::File& file_;
   const qcow2::CheckAnalysis& a_;
+  bool l1_loaded_ = false;
+  std::vector<uint64_t> l1_;
   std::unordered_map<uint64_t, std::vector<uint8_t>> cache_;
+  uint64_t last_offset_ = 0;
+  const std::vector<uint8_t>* last_ = nullptr;
 };
 
 // Counts one corruption of the dedup state and logs it.

@@ -55,7 +55,9 @@ Status measure_image(io::FileSystem& fs, const MetricsJob& job, ImageMetrics& m)
   QD_ASSIGN_OR_RETURN(std::unique_ptr<io::File> file, fs.open(m.file, oo));
   QD_ASSIGN_OR_RETURN(std::string format, qcow2::probe_format(*file));
   if (format != "qcow2") return invalid_argument("not a qcow2 image (metrics are about qcow2 images)");
-  QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis a, qcow2::analyse_image(*file, {}));
+  qcow2::CheckOptions co;
+  co.tally_mappings = true;  // measure_usage's figures, from the same walk
+  QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis a, qcow2::analyse_image(*file, co));
   QD_ASSIGN_OR_RETURN(m.allocated_size, file->allocated_size());
   auto found = dedup::find_dedup_extension(a.header);
   qcow2::UsageOptions uo;

@@ -24,21 +24,24 @@ void RefcountArray::set(uint64_t i, uint64_t v) {
   }
 }
 
-std::optional<uint64_t> CheckAnalysis::stored_refcount(io::File& file, uint64_t cluster) {
-  uint64_t idx = cluster >> g.rb_bits;
+std::optional<uint64_t> CheckAnalysis::stored_refcount_uncached(io::File& file, uint64_t cluster) {
+  const uint64_t idx = cluster >> g.rb_bits;
+  const uint64_t i = cluster & (g.rb_entries - 1);
   if (idx >= reftable.size()) return 0;
   uint64_t block = reftable[idx] & kReftOffsetMask;
   if (block == 0) return 0;
   if (block % g.cluster_size != 0) return std::nullopt;
-  auto it = rb_cache.find(block);
-  if (it == rb_cache.end()) {
+  auto it = rb_cache_.find(block);
+  if (it == rb_cache_.end()) {
     // At most 64 MiB of cached blocks (and at least 16 blocks).
-    if (rb_cache.size() >= std::max<uint64_t>(16, (64ull << 20) / g.cluster_size)) rb_cache.clear();
+    if (rb_cache_.size() >= std::max<uint64_t>(16, (64ull << 20) / g.cluster_size)) drop_refcount_cache();
     std::vector<uint8_t> data(g.cluster_size);
     if (!file.read_or_zero(block, data)) return std::nullopt;
-    it = rb_cache.emplace(block, std::move(data)).first;
+    it = rb_cache_.emplace(block, std::move(data)).first;
   }
-  return refcount_entry(it->second, g.refcount_order, cluster & (g.rb_entries - 1));
+  last_block_index_ = idx;
+  last_block_ = &it->second;
+  return refcount_entry(it->second, g.refcount_order, i);
 }
 
 namespace check_detail {
@@ -121,6 +124,13 @@ Status Analyser::run() {
   a_.counts.total_clusters = (h.size + g.cluster_size - 1) >> g.cluster_bits;
   a_.computed.resize((a_.file_size + g.cluster_size - 1) >> g.cluster_bits);
   uses_.assign(2 * a_.computed.size(), false);
+  if (o_.tally_mappings) {
+    MappingTally& t = a_.mappings.emplace();
+    for (std::vector<bool>* marks : {&t.l2_table, &t.data, &t.compressed, &t.active, &t.active_normal}) {
+      marks->assign(a_.computed.size(), false);
+    }
+    tally_ = &t;
+  }
 
   // The refcount table as stored (bounded by validate_header: at most 8 MiB).
   {
@@ -132,7 +142,7 @@ Status Analyser::run() {
   }
 
   inc(0, g.cluster_size);  // header
-  QD_TRY(walk_l1(h.l1_table_offset, h.l1_size, true));
+  QD_TRY(walk_l1(h.l1_table_offset, h.l1_size, kActiveL1));
   // Like QEMU 7.2, a damaged snapshot entry is reported and then skipped:
   // its L1 table cannot be trusted, so nothing it points at is counted.
   for (uint32_t i = 0; i < a_.snapshots.size(); ++i) {
@@ -149,7 +159,7 @@ Status Analyser::run() {
                   ") l1_offset=0x" + hex_digits(s.l1_table_offset) +
                   ": L1 table lies beyond the end of the file; snapshot table entry corrupted"});
     }
-    QD_TRY(walk_l1(s.l1_table_offset, s.l1_size, false));
+    QD_TRY(walk_l1(s.l1_table_offset, s.l1_size, i));
   }
   inc(h.snapshots_offset, a_.snapshot_table_bytes);
   inc(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * g.cluster_size);
@@ -212,6 +222,7 @@ void Analyser::compare_refcounts() {
     }
     uint64_t ref = a_.computed.get(i);
     if (*stored > 0 || ref > 0) highest = i;
+    if (*stored == 0 && ref == 0) ++a_.free_clusters;
     if (*stored == ref) continue;
     a_.mismatched.push_back(i);
     if (*stored == 0) a_.rebuild = true;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "io/file.h"
 #include "qcow2/geometry.h"
 #include "qcow2/header.h"
+#include "qcow2/refcount.h"
 #include "qcow2/snapshot.h"
 
 namespace qdedup::qcow2 {
@@ -84,7 +86,37 @@ struct SnapshotFault {
   std::string message;  // "... snapshot ID (NAME) ...: ..." without the verb
 };
 
+// What the check's walk found mapped, counted per L1 path (one per L2 entry
+// per L1 entry that reaches its table) when CheckOptions::tally_mappings is
+// set: the raw figures behind `metrics` (qcow2/usage.h), gathered in the same
+// pass so that the tables are read once. A snapshot whose entry the check
+// finds damaged is skipped here as it is in the reference counts.
+struct MappingTally {
+  uint64_t active_data = 0;        // normal entries under the active L1
+  uint64_t active_compressed = 0;  // compressed entries under the active L1
+  uint64_t active_zero = 0;        // zero entries under the active L1 (preallocated ones too)
+  uint64_t active_normal_targets = 0;  // distinct host clusters of the active normal entries
+  uint64_t snapshot_mapped = 0;    // normal and compressed entries under snapshot L1s
+  uint64_t l2_tables = 0;          // distinct L2 tables (also those past the end of the file)
+  // The compressed descriptors of the active entries (COPIED masked), with repeats.
+  std::vector<uint64_t> active_descriptors;
+  // Per host cluster below the end of the file.
+  std::vector<bool> l2_table;       // an L2 table
+  std::vector<bool> data;           // guest data: a normal cluster or one a compressed stream touches
+  std::vector<bool> compressed;     // touched by a compressed stream
+  std::vector<bool> active;         // data reached from the active L1
+  std::vector<bool> active_normal;  // a normal cluster reached from the active L1
+  std::set<uint64_t> l2_tables_beyond_end;  // clusters past the end of the file (a finding)
+  // Why the tables cannot be measured (empty if they can): the first L1
+  // entry, in walk order, whose L2 offset is not cluster aligned.
+  std::string unwalkable;
+};
+
 struct CheckAnalysis {
+  CheckAnalysis() = default;
+  CheckAnalysis(CheckAnalysis&&) = default;  // (the cache's nodes move with it)
+  CheckAnalysis& operator=(CheckAnalysis&&) = default;
+
   Header header;
   Geometry g;
   uint64_t file_size = 0;
@@ -108,6 +140,10 @@ struct CheckAnalysis {
   // refcount is 1: harmless (QEMU leaves them after its copy-on-write ends a
   // sharing, and a crash of the write path between its steps 2 and 3 can).
   uint64_t copied_missing = 0;
+  // Clusters below the end of the file that nothing references and whose
+  // stored refcount is 0.
+  uint64_t free_clusters = 0;
+  std::optional<MappingTally> mappings;  // with CheckOptions::tally_mappings
   // Host clusters that some L2 entry maps as guest data and that are also
   // metadata (header, tables, refcount blocks), in increasing order: writing
   // that metadata changes what the guest reads there.
@@ -115,14 +151,31 @@ struct CheckAnalysis {
 
   // Stored refcount of `cluster` (0 past the table or where no block).
   // nullopt when the refcount block cannot be read (unaligned offset).
-  std::optional<uint64_t> stored_refcount(io::File& file, uint64_t cluster);
+  std::optional<uint64_t> stored_refcount(io::File& file, uint64_t cluster) {
+    if (last_block_ && cluster >> g.rb_bits == last_block_index_) {
+      return refcount_entry(*last_block_, g.refcount_order, cluster & (g.rb_entries - 1));
+    }
+    return stored_refcount_uncached(file, cluster);
+  }
+  // Forgets the refcount blocks read so far (after repair rewrote some).
+  void drop_refcount_cache() {
+    rb_cache_.clear();
+    last_block_ = nullptr;
+  }
 
-  // Cache of refcount blocks read by stored_refcount().
-  std::unordered_map<uint64_t, std::vector<uint8_t>> rb_cache;
+ private:
+  std::optional<uint64_t> stored_refcount_uncached(io::File& file, uint64_t cluster);
+
+  // Refcount blocks read by stored_refcount(), by host offset, and the one
+  // read last (most lookups fall in the block of the previous one).
+  std::unordered_map<uint64_t, std::vector<uint8_t>> rb_cache_;
+  uint64_t last_block_index_ = 0;
+  const std::vector<uint8_t>* last_block_ = nullptr;
 };
 
 struct CheckOptions {
   CheckLog log;  // may be empty
+  bool tally_mappings = false;  // fill CheckAnalysis::mappings
 };
 
 // Analyses the image in `file` (read-only). Fails (check could not complete)

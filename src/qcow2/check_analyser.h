@@ -54,7 +54,9 @@ class Analyser {
   void plan_fix(uint64_t at, uint64_t old_word, uint64_t new_word, std::string what);
 
   // check_l2.cpp
-  Status walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active);
+  static constexpr uint32_t kActiveL1 = UINT32_MAX;
+  // The L1 table of snapshot `snapshot` (its index), or the active one.
+  Status walk_l1(uint64_t l1_offset, uint64_t l1_size, uint32_t snapshot);
   Status walk_l2(uint64_t l2_offset, bool active);
   // One L2 entry at file offset `at`, entry `index` of its table.
   // `next_contiguous`: where the previous allocated cluster of the active
@@ -66,6 +68,9 @@ class Analyser {
                        uint64_t& next_contiguous, EntryVerdict& v);
   // A zero cluster entry in a version 2 image (which has no zero flag).
   void check_v2_zero(const L2Entry& e, EntryVerdict& v);
+  // CheckOptions::tally_mappings: what one entry maps, under one L1 entry.
+  void tally_entry(const L2Entry& e, ClusterType type, bool active);
+  void tally_table(uint64_t l2_offset);
 
   // check_bitmaps.cpp
   Status walk_bitmaps();
@@ -80,6 +85,7 @@ class Analyser {
   const CheckOptions& o_;
   // Two bits a host cluster (2k + Use): referenced as metadata, as guest data.
   std::vector<bool> uses_;
+  MappingTally* tally_ = nullptr;  // a_.mappings, when asked for
 };
 
 }  // namespace qdedup::qcow2::check_detail

@@ -41,6 +41,7 @@ QD_HOT_INLINE void Analyser::check_l2_entry(uint64_t at, uint64_t index, const L
       }
       break;
   }
+  if (tally_) tally_entry(e, type, active);
   if (!v.unmap.empty()) {
     plan_unmap(at, e.word, v.unmap);
   } else if (v.fixed != e.word) {
@@ -121,7 +122,65 @@ QD_HOT_INLINE void Analyser::check_v2_zero(const L2Entry& e, EntryVerdict& v) {
                " in a version 2 image: now unallocated (reads as zeros)";
 }
 
-Status Analyser::walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active) {
+void Analyser::tally_entry(const L2Entry& e, ClusterType type, bool active) {
+  MappingTally& t = *tally_;
+  const Geometry& g = a_.g;
+  switch (type) {
+    case ClusterType::kNormal: {
+      (active ? t.active_data : t.snapshot_mapped) += 1;
+      const uint64_t c = g.cluster_of(e.host_offset());
+      if (c >= t.data.size()) return;  // past the end: a finding of its own
+      t.data[c] = true;
+      if (!active) return;
+      t.active[c] = true;
+      if (!t.active_normal[c]) {
+        t.active_normal[c] = true;
+        ++t.active_normal_targets;
+      }
+      return;
+    }
+    case ClusterType::kCompressed: {
+      if (active) {
+        ++t.active_compressed;
+        t.active_descriptors.push_back(e.word & ~kOflagCopied);
+      } else {
+        ++t.snapshot_mapped;
+      }
+      auto held = held_clusters(g, e);
+      if (!held) return;  // a finding of its own
+      for (uint64_t c = held->first; c <= held->last && c < t.data.size(); ++c) {
+        t.data[c] = true;
+        t.compressed[c] = true;
+        if (active) t.active[c] = true;
+      }
+      return;
+    }
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc:
+      if (active) ++t.active_zero;
+      return;
+    case ClusterType::kUnallocated:
+      // An extended entry whose every subcluster reads as zeros.
+      if (active && e.type(g) == ClusterType::kZeroPlain) ++t.active_zero;
+      return;
+  }
+}
+
+void Analyser::tally_table(uint64_t l2_offset) {
+  MappingTally& t = *tally_;
+  const uint64_t c = a_.g.cluster_of(l2_offset);
+  if (l2_offset % a_.g.cluster_size != 0) return;
+  if (c >= t.l2_table.size()) {
+    if (t.l2_tables_beyond_end.insert(c).second) ++t.l2_tables;
+    return;
+  }
+  if (t.l2_table[c]) return;
+  t.l2_table[c] = true;
+  ++t.l2_tables;
+}
+
+Status Analyser::walk_l1(uint64_t l1_offset, uint64_t l1_size, uint32_t snapshot) {
+  const bool active = snapshot == kActiveL1;
   inc(l1_offset, l1_size * 8);
   // Entries past the end of the file read as zeros: read only what is there.
   uint64_t readable = l1_offset < a_.file_size ? (a_.file_size - l1_offset) / 8 : 0;
@@ -143,6 +202,12 @@ Status Analyser::walk_l1(uint64_t l1_offset, uint64_t l1_size, bool active) {
     bool beyond_eof = !inc(l2, a_.g.cluster_size);
     if (l2 % a_.g.cluster_size != 0) {
       corrupt("ERROR l2_offset=" + hex_digits(l2) + ": Table is not cluster aligned; L1 entry corrupted");
+      if (tally_ && tally_->unwalkable.empty()) {
+        tally_->unwalkable = (active ? std::string("active L1 table")
+                                     : "L1 table of snapshot " + dec(snapshot)) +
+                             ": entry " + dec(i) + ": L2 table at " + hex(l2) +
+                             " is not cluster aligned";
+      }
     }
     if (beyond_eof || l2 % a_.g.cluster_size != 0) {
       // Nothing can be read from this table: drop it (the guest range then
@@ -162,6 +227,7 @@ Status Analyser::walk_l2(uint64_t l2_offset, bool active) {
   const Geometry& g = a_.g;
   std::vector<uint8_t> table(g.cluster_size);
   QD_TRY(file_.read_or_zero(l2_offset, table));
+  if (tally_) tally_table(l2_offset);
   uint64_t next_contiguous = 0;
   for (uint64_t i = 0; i < g.l2_entries; ++i) {
     const uint8_t* p = table.data() + i * g.l2_entry_bytes;

@@ -199,7 +199,7 @@ Status Repairer::set_refcounts(CheckAnalysis& a,
     }
     QD_TRY(file_.pwrite(at, block));
   }
-  a.rb_cache.clear();
+  a.drop_refcount_cache();
   return file_.flush();
 }
 

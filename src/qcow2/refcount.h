@@ -16,6 +16,7 @@
 #include "io/file.h"
 #include "qcow2/geometry.h"
 #include "qcow2/header.h"
+#include "util/endian.h"
 
 namespace qdedup::qcow2 {
 
@@ -116,7 +117,23 @@ RefcountLayout refcount_layout(const Geometry& g, uint64_t first_block, uint64_t
                                uint64_t min_table_entries);
 
 // Reads refcount entry `i` of a refcount block in `data` (any width 1..64).
-uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i);
+// Inline: the check reads one per host cluster and L2 entry.
+inline uint64_t refcount_entry(std::span<const uint8_t> data, uint32_t order, uint64_t i) {
+  switch (order) {
+    case 0: case 1: case 2: {
+      // Sub-byte widths: entry i at bit (i % k) * bits of byte i / k, counted
+      // from the least significant bit (QEMU's get_refcount_ro0..2).
+      uint32_t bits = 1u << order;
+      uint64_t per_byte = 8 / bits;
+      uint32_t shift = static_cast<uint32_t>((i % per_byte) * bits);
+      return (data[i / per_byte] >> shift) & ((1u << bits) - 1);
+    }
+    case 3: return data[i];
+    case 4: return load_be16(data.data() + 2 * i);
+    case 5: return load_be32(data.data() + 4 * i);
+    default: return load_be64(data.data() + 8 * i);
+  }
+}
 void set_refcount_entry(std::span<uint8_t> data, uint32_t order, uint64_t i, uint64_t v);
 
 }  // namespace qdedup::qcow2

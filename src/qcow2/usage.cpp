@@ -1,12 +1,10 @@
 #include "qcow2/usage.h"
 
 #include <algorithm>
-#include <functional>
 #include <queue>
 
 #include "qcow2/bitmap.h"
 #include "qcow2/format.h"
-#include "qcow2/walk.h"
 #include "util/endian.h"
 
 namespace qdedup::qcow2 {
@@ -81,91 +79,12 @@ void count_in_histogram(std::vector<RefcountBucket>& h, uint64_t references) {
   ++h.back().clusters;
 }
 
-// Which host clusters hold guest data, found by the walk.
-struct ClusterMarks {
-  std::vector<bool> data, compressed, active, active_normal;
-  explicit ClusterMarks(uint64_t n) : data(n), compressed(n), active(n), active_normal(n) {}
-};
-
-class UsageWalk {
- public:
-  UsageWalk(const Geometry& g, uint64_t file_clusters, Usage& u)
-      : g_(g), marks_(file_clusters), u_(u) {}
-
-  Status table(const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
-    u_.l2_bytes += g_.cluster_size;
-    uint64_t active_refs = 0;
-    for (const L1Reference& r : t.references) active_refs += r.active() ? 1 : 0;
-    const uint64_t snapshot_refs = t.reference_count() - active_refs;
-    for (const L2EntryVisit& v : entries) {
-      switch (v.entry.type(g_)) {
-        case ClusterType::kNormal:
-          normal(v.entry, active_refs);
-          u_.snapshot_mapped_clusters += snapshot_refs;
-          break;
-        case ClusterType::kCompressed:
-          compressed(v.entry, active_refs);
-          u_.snapshot_mapped_clusters += snapshot_refs;
-          break;
-        case ClusterType::kZeroPlain:
-        case ClusterType::kZeroAlloc:
-          u_.active_zero_clusters += active_refs;
-          break;
-        case ClusterType::kUnallocated:
-          break;
-      }
-    }
-    return Status::ok();
-  }
-
-  // After the walk: distinct compressed descriptors among the active targets.
-  void finish() {
-    std::sort(active_descriptors_.begin(), active_descriptors_.end());
-    u_.active_distinct_targets += static_cast<uint64_t>(
-        std::unique(active_descriptors_.begin(), active_descriptors_.end()) - active_descriptors_.begin());
-    active_descriptors_ = {};
-  }
-
-  const ClusterMarks& marks() const { return marks_; }
-
- private:
-  void normal(const L2Entry& e, uint64_t active_refs) {
-    u_.active_data_clusters += active_refs;
-    const uint64_t c = g_.cluster_of(e.host_offset());
-    if (c >= marks_.data.size()) return;  // past the end: check reports it
-    marks_.data[c] = true;
-    if (active_refs == 0) return;
-    marks_.active[c] = true;
-    if (!marks_.active_normal[c]) {
-      marks_.active_normal[c] = true;
-      ++u_.active_distinct_targets;
-    }
-  }
-
-  void compressed(const L2Entry& e, uint64_t active_refs) {
-    u_.active_compressed_clusters += active_refs;
-    if (active_refs) active_descriptors_.push_back(e.word & ~kOflagCopied);
-    auto held = held_clusters(g_, e);
-    if (!held) return;  // check reports it
-    for (uint64_t c = held->first; c <= held->last && c < marks_.data.size(); ++c) {
-      marks_.data[c] = true;
-      marks_.compressed[c] = true;
-      if (active_refs) marks_.active[c] = true;
-    }
-  }
-
-  const Geometry& g_;
-  ClusterMarks marks_;
-  Usage& u_;
-  std::vector<uint64_t> active_descriptors_;
-};
-
 bool single_byte(std::span<const uint8_t> bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [&](uint8_t b) { return b == bytes.front(); });
 }
 
 // The `n` data host clusters with the most references (more than 1), most first.
-std::vector<SharedCluster> most_shared(const CheckAnalysis& a, const ClusterMarks& m, unsigned n) {
+std::vector<SharedCluster> most_shared(const CheckAnalysis& a, const MappingTally& m, unsigned n) {
   using Candidate = std::pair<uint64_t, uint64_t>;  // references, cluster
   // A min-heap of the best n so far (ties: the lower cluster wins).
   auto worse = [](const Candidate& x, const Candidate& y) {
@@ -193,43 +112,40 @@ std::vector<SharedCluster> most_shared(const CheckAnalysis& a, const ClusterMark
 Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions& o) {
   const Geometry& g = a.g;
   const uint64_t cs = g.cluster_size;
-  Usage u;
-  u.cluster_size = cs;
-  u.virtual_size = g.virtual_size;
-  u.file_size = a.file_size;
-  const uint64_t cap = o.refcount_cap ? std::min(o.refcount_cap, g.refcount_max) : g.refcount_max;
-
-  // The active L1 table, as stored. An L1 table larger than the file is
-  // refused before anything is allocated for it (check counts it as a finding).
+  if (!a.mappings) return invalid_argument("measure_usage: the analysis has no mapping tally");
+  const MappingTally& m = *a.mappings;
+  // An L1 table larger than the file is refused (check counts it as a finding).
   const Header& h = a.header;
   auto too_big = [&](uint64_t entries) { return entries * 8 > a.file_size; };
   if (too_big(h.l1_size)) return corruption("the active L1 table is larger than the file");
   for (const Snapshot& s : a.snapshots) {
     if (too_big(s.l1_size)) return corruption("the L1 table of snapshot '" + s.id + "' is larger than the file");
   }
-  std::vector<uint8_t> l1_bytes(uint64_t{h.l1_size} * 8);
-  QD_TRY(file.read_or_zero(h.l1_table_offset, l1_bytes));
-  std::vector<uint64_t> l1(h.l1_size);
-  for (uint64_t i = 0; i < l1.size(); ++i) l1[i] = load_be64(l1_bytes.data() + 8 * i);
+  if (!m.unwalkable.empty()) return corruption(m.unwalkable);
 
-  UsageWalk walk(g, clusters_for(a.file_size, cs), u);
-  QD_TRY(walk_l2_tables(file, g, l1, a.snapshots,
-                        [&](const L2TableVisit& t, std::span<const L2EntryVisit> entries) {
-                          return walk.table(t, entries);
-                        }));
-  walk.finish();
-  const ClusterMarks& m = walk.marks();
+  Usage u;
+  u.cluster_size = cs;
+  u.virtual_size = g.virtual_size;
+  u.file_size = a.file_size;
+  const uint64_t cap = o.refcount_cap ? std::min(o.refcount_cap, g.refcount_max) : g.refcount_max;
+  u.active_data_clusters = m.active_data;
+  u.active_compressed_clusters = m.active_compressed;
+  u.active_zero_clusters = m.active_zero;
+  u.snapshot_mapped_clusters = m.snapshot_mapped;
+  // Distinct targets: the host clusters of the normal entries plus the
+  // distinct compressed descriptors.
+  std::vector<uint64_t> descriptors = m.active_descriptors;
+  std::sort(descriptors.begin(), descriptors.end());
+  u.active_distinct_targets =
+      m.active_normal_targets +
+      static_cast<uint64_t>(std::unique(descriptors.begin(), descriptors.end()) - descriptors.begin());
+  u.l2_bytes = m.l2_tables * cs;
+  u.free_clusters = a.free_clusters;
 
   u.histogram = empty_histogram(cap);
   for (uint64_t c = 0; c < m.data.size(); ++c) {
+    if (!m.data[c]) continue;
     const uint64_t refs = a.computed.get(c);
-    if (!m.data[c]) {
-      if (refs == 0) {
-        std::optional<uint64_t> stored = a.stored_refcount(file, c);
-        if (stored && *stored == 0) ++u.free_clusters;
-      }
-      continue;
-    }
     ++u.host_data_clusters;
     if (m.compressed[c]) ++u.host_compressed_clusters;
     if (!m.active[c]) ++u.snapshot_only_host_clusters;

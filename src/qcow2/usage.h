@@ -1,8 +1,9 @@
 // What an image's space is used for and how much of it is shared, from its
-// metadata alone (`qdedup metrics`): one walk over every L2 table (active and
-// snapshots) on top of a check analysis, which has already counted the
-// references to every host cluster. No guest data is read except the most
-// shared clusters' bytes, to tell a single repeated byte.
+// metadata alone (`qdedup metrics`): the figures of a check analysis run
+// with CheckOptions::tally_mappings, whose one walk over every L2 table
+// (active and snapshots) counts the references to every host cluster and
+// tallies what each entry maps. No guest data is read except the most shared
+// clusters' bytes, to tell a single repeated byte.
 //
 // Vocabulary (docs/metrics.md):
 // - a *mapped* guest cluster has an L2 entry with data: normal or compressed;
@@ -78,8 +79,9 @@ struct UsageOptions {
   unsigned most_shared = 10;
 };
 
-// Measures the image `a` analysed (analyse_image on `file`). Corruption when
-// its tables cannot be walked (an L1 entry that is not cluster aligned).
+// Measures the image `a` analysed (analyse_image on `file` with
+// tally_mappings). Corruption when its tables cannot be walked (an L1 table
+// larger than the file, an L1 entry that is not cluster aligned).
 Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions& o);
 
 }  // namespace qdedup::qcow2

@@ -67,7 +67,9 @@ bool reads_same(const std::vector<uint8_t>& bytes, const GuestData& want) {
 // The qcow2 findings of `qdedup check` (the dedup index is checked too, for
 // crashes, but its damage is mended by an index rebuild, not by repair_image).
 Result<qcow2::CheckCounts> analyse(io::File& f) {
-  QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis a, qcow2::analyse_image(f, {}));
+  qcow2::CheckOptions co;
+  co.tally_mappings = true;  // as `qdedup metrics` runs it
+  QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis a, qcow2::analyse_image(f, co));
   (void)dedup::check_dedup(f, a, {false, false, 1, {}});
   // `qdedup metrics` measures on the same analysis.
   auto usage = qcow2::measure_usage(f, a, {});
