@@ -59,9 +59,9 @@ void print_human(const ops::CheckReport& o) {
   }
   const dedup::DedupCheckResult& d = o.dedup;
   if (d.present) {
-    std::printf("Dedup index: %s", d.state.c_str());
+    std::printf("Dedup index: %s", dedup::index_state_name(d.state));
     if (!d.hash.empty()) std::printf(" (%s, %llu entries)", d.hash.c_str(), static_cast<unsigned long long>(d.entries));
-    if (d.state == "stale") std::printf("; the next qdedup write or 'qdedup check -r all' rebuilds it");
+    if (d.state == dedup::IndexState::kStale) std::printf("; the next qdedup write or 'qdedup check -r all' rebuilds it");
     std::printf("\n");
     if (d.verified) {
       std::printf("Dedup hashes verified: %llu clusters, %llu mismatches\n",
@@ -93,7 +93,7 @@ ordered_json to_json(const ops::CheckReport& o, const CheckArgs& a) {
   opt("compressed-clusters", c.compressed_clusters);
   const dedup::DedupCheckResult& d = o.dedup;
   ordered_json dj;
-  dj["index"] = d.state;
+  dj["index"] = dedup::index_state_name(d.state);
   if (d.present) {
     if (!d.hash.empty()) dj["hash"] = d.hash;
     dj["entries"] = d.entries;

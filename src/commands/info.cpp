@@ -37,8 +37,9 @@ ordered_json dedup_json(const DedupInfo& d) {
   const dedup::DedupExtension& e = *d.ext;
   j["hash"] = hash_label(e);
   j["verify"] = (e.flags & dedup::kDedupFlagVerify) != 0;
-  j["index-state"] = d.index_valid ? "valid" : "stale";  // check's words (it also finds "damaged")
-  j["index-valid"] = d.index_valid;  // the autoclear bit; kept for scripts written before index-state
+  const bool valid = d.index_state == dedup::IndexState::kValid;
+  j["index-state"] = dedup::index_state_name(d.index_state);
+  j["index-valid"] = valid;  // the autoclear bit; kept for scripts written before index-state
   j["index-entries"] = e.index_entries;
   j["index-offset"] = e.index_offset;
   j["index-size"] = e.index_size;
@@ -60,9 +61,11 @@ void render_dedup_human(const DedupInfo& d, std::FILE* out) {
   const dedup::DedupExtension& e = *d.ext;
   std::fprintf(out, "    hash: %s%s\n", hash_label(e),
                (e.flags & dedup::kDedupFlagVerify) != 0 ? " (verify)" : "");
-  std::fprintf(out, "    index: %s\n",
-               d.index_valid ? "valid" : "stale (the image was written by a program that does not "
-                                         "maintain it; qdedup rebuilds it before deduplicating)");
+  std::fprintf(out, "    index: %s%s\n", dedup::index_state_name(d.index_state),
+               d.index_state == dedup::IndexState::kValid
+                   ? ""
+                   : " (the image was written by a program that does not maintain it; qdedup "
+                     "rebuilds it before deduplicating)");
   std::fprintf(out, "    index entries: %llu\n", static_cast<unsigned long long>(d.ext->index_entries));
   std::fprintf(out, "    refcount cap: %llu\n", static_cast<unsigned long long>(d.ext->refcount_cap));
   print_counters(out, e.counters, "    ", 0);

@@ -75,12 +75,12 @@ ordered_json sharing_json(const qcow2::Usage& u, uint64_t cap) {
 }
 
 ordered_json index_json(const ops::IndexMetrics& i) {
-  ordered_json j{{"state", i.state}};
-  if (i.state == "absent") return j;
+  ordered_json j{{"state", dedup::index_state_name(i.state)}};
+  if (i.state == dedup::IndexState::kAbsent) return j;
   if (!i.hash.empty()) j["hash"] = i.hash;
   j["entries"] = i.entries;
   j["bytes"] = i.bytes;
-  if (i.state == "valid") {
+  if (i.state == dedup::IndexState::kValid) {
     j["ram-bytes"] = i.ram_bytes;
     j["load-factor"] = i.load_factor;
   }
@@ -183,10 +183,10 @@ void render_most_shared(const qcow2::Usage& u) {
 
 void render_index(const ImageMetrics& m) {
   const ops::IndexMetrics& i = m.index;
-  std::string state = i.state;
+  std::string state = dedup::index_state_name(i.state);
   if (!i.hash.empty()) state += " (" + i.hash + ", " + std::to_string(i.entries) + " entries)";
   row("dedup index", state);
-  if (i.state == "valid") {
+  if (i.state == dedup::IndexState::kValid) {
     row("index on disk", bytes_text(i.bytes));
     row("index in RAM when loaded", bytes_text(i.ram_bytes) + ", load factor " + ratio_text(i.load_factor));
   }

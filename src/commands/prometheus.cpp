@@ -106,9 +106,9 @@ void render_histogram(const std::vector<const ImageMetrics*>& images, std::FILE*
 void render_index_state(const std::vector<const ImageMetrics*>& images, std::FILE* out) {
   header(out, "qdedup_index_state", "gauge", "1 for the dedup index's state (absent, valid, stale, damaged).");
   for (const ImageMetrics* m : images) {
-    for (const char* state : {"absent", "valid", "stale", "damaged"}) {
-      std::fprintf(out, "qdedup_index_state{%s,state=\"%s\"} %d\n", image_label(*m).c_str(), state,
-                   m->index.state == state ? 1 : 0);
+    for (dedup::IndexState state : dedup::kIndexStates) {
+      std::fprintf(out, "qdedup_index_state{%s,state=\"%s\"} %d\n", image_label(*m).c_str(),
+                   dedup::index_state_name(state), m->index.state == state ? 1 : 0);
     }
   }
 }

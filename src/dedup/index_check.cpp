@@ -324,13 +324,23 @@ Status IndexChecker::verify(const DedupExtension& ext, hash::HashAlgorithm algo)
 
 }  // namespace
 
+const char* index_state_name(IndexState state) {
+  switch (state) {
+    case IndexState::kAbsent: return "absent";
+    case IndexState::kValid: return "valid";
+    case IndexState::kStale: return "stale";
+    case IndexState::kDamaged: return "damaged";
+  }
+  return "?";
+}
+
 DedupCheckResult check_dedup(io::File& file, qcow2::CheckAnalysis& a,
                              const DedupCheckOptions& options) {
   DedupCheckResult r;
   auto found = find_dedup_extension(a.header);
   if (!found) {
     r.present = true;
-    r.state = "damaged";
+    r.state = IndexState::kDamaged;
     if (found.status().code() == StatusCode::kUnsupported) {
       ++r.check_errors;
     } else {
@@ -345,12 +355,12 @@ DedupCheckResult check_dedup(io::File& file, qcow2::CheckAnalysis& a,
   r.entries = ext.index_entries;
   if (auto algo = hash::hash_from_id(ext.hash_algorithm)) r.hash = hash::hash_name(*algo);
   if (!(a.header.autoclear_features & kAutoclearDedupIndex)) {
-    r.state = "stale";
+    r.state = IndexState::kStale;
     return r;
   }
   IndexChecker checker(file, a, options, r);
   checker.run(ext);
-  r.state = (r.errors || r.check_errors) ? "damaged" : "valid";
+  r.state = (r.errors || r.check_errors) ? IndexState::kDamaged : IndexState::kValid;
   return r;
 }
 

@@ -13,6 +13,19 @@
 
 namespace qdedup::dedup {
 
+// The state of an image's dedup index, in the one vocabulary that info,
+// check and metrics use (human and JSON alike).
+enum class IndexState {
+  kAbsent,   // no dedup extension
+  kValid,    // the index describes the image (autoclear bit set, entries check out)
+  kStale,    // a program that does not know the index wrote the image (bit clear)
+  kDamaged,  // the extension or the index is wrong
+};
+inline constexpr IndexState kIndexStates[] = {IndexState::kAbsent, IndexState::kValid,
+                                              IndexState::kStale, IndexState::kDamaged};
+// "absent", "valid", "stale", "damaged".
+const char* index_state_name(IndexState state);
+
 struct DedupCheckOptions {
   bool verify_hashes = false;
   bool progress = false;  // -p style progress on stderr while verifying
@@ -22,7 +35,7 @@ struct DedupCheckOptions {
 
 struct DedupCheckResult {
   bool present = false;   // the image has a dedup extension
-  std::string state = "absent";  // absent, valid, stale, damaged
+  IndexState state = IndexState::kAbsent;
   std::string hash;       // algorithm name
   uint64_t entries = 0;   // entries the extension declares
   uint64_t errors = 0;    // corruptions of the extension or index

@@ -32,7 +32,7 @@ Result<CheckReport> check_pass(io::File& file, const CheckJob& job, bool log) {
 bool needs_repair(const CheckReport& r, qcow2::RepairMode mode, uint64_t incompatible) {
   if (r.counts.leaks || r.counts.corruptions || r.counts.check_errors) return true;
   if (incompatible & (qcow2::kIncompatDirty | qcow2::kIncompatCorrupt)) return true;
-  return mode == qcow2::RepairMode::kAll && r.dedup.present && r.dedup.state != "valid";
+  return mode == qcow2::RepairMode::kAll && r.dedup.present && r.dedup.state != dedup::IndexState::kValid;
 }
 
 // The index is rebuilt when -r all finds it stale or damaged, or when the
@@ -41,8 +41,8 @@ Result<bool> rebuild_index_if_needed(io::FileSystem& fs, io::File& file, const C
                                      const CheckReport& first, bool changed) {
   const qcow2::RepairMode mode = *job.repair;
   if (!first.dedup.present || first.dedup.check_errors != 0) return false;
-  bool wanted = mode == qcow2::RepairMode::kAll ? first.dedup.state != "valid" || changed
-                                                : first.dedup.state == "valid" && changed;
+  const bool valid = first.dedup.state == dedup::IndexState::kValid;
+  bool wanted = mode == qcow2::RepairMode::kAll ? !valid || changed : valid && changed;
   if (!wanted) return false;
   QD_ASSIGN_OR_RETURN(CheckReport mid, check_pass(file, job, false));
   if (mid.counts.corruptions != mid.dedup.errors || mid.counts.check_errors != 0) return false;

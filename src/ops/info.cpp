@@ -17,7 +17,8 @@ std::optional<DedupInfo> collect_dedup(const qcow2::Header& h) {
   }
   if (!*found) return std::nullopt;
   d.ext = **found;
-  d.index_valid = (h.autoclear_features & dedup::kAutoclearDedupIndex) != 0;
+  d.index_state = (h.autoclear_features & dedup::kAutoclearDedupIndex) != 0 ? dedup::IndexState::kValid
+                                                                            : dedup::IndexState::kStale;
   return d;
 }
 

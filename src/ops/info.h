@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dedup/extension.h"
+#include "dedup/index_check.h"
 #include "io/file_system.h"
 #include "qcow2/info.h"
 #include "util/status.h"
@@ -24,7 +25,9 @@ struct InfoJob {
 // qdedup's own facts about an image: its dedup extension, if any.
 struct DedupInfo {
   std::optional<dedup::DedupExtension> ext;
-  bool index_valid = false;
+  // valid or stale, from the autoclear bit (info does not check the entries:
+  // `check` and `metrics` also tell damaged apart).
+  dedup::IndexState index_state = dedup::IndexState::kStale;
   std::string error;  // the extension could not be decoded
 };
 

@@ -34,7 +34,7 @@ Status measure_index(io::File& file, qcow2::CheckAnalysis& a, ImageMetrics& m) {
   const dedup::DedupExtension& ext = **found;
   m.counters = ext.counters;
   m.index.refcount_cap = ext.refcount_cap;
-  if (d.state != "valid" || ext.index_size == 0) return Status::ok();
+  if (d.state != dedup::IndexState::kValid || ext.index_size == 0) return Status::ok();
   const uint64_t cs = a.g.cluster_size;
   const uint64_t first = ext.index_offset / cs;
   const uint64_t end = (ext.index_offset + ext.index_size + cs - 1) / cs;

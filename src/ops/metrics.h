@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dedup/extension.h"
+#include "dedup/index_check.h"
 #include "io/file_system.h"
 #include "qcow2/usage.h"
 #include "util/status.h"
@@ -20,7 +21,7 @@ struct MetricsJob {
 };
 
 struct IndexMetrics {
-  std::string state = "absent";  // absent, valid, stale, damaged (as `check` says)
+  dedup::IndexState state = dedup::IndexState::kAbsent;  // as `check` finds it
   std::string hash;              // empty when the extension cannot be read
   uint64_t entries = 0;          // the extension's count
   uint64_t bytes = 0;            // on disk, whole clusters

@@ -75,7 +75,7 @@ TEST_CASE("a valid dedup index checks clean, with and without verify_hashes", "[
   Outcome o = check(b, true);
   CHECK(o.counts.corruptions == 0);
   CHECK(o.counts.leaks == 0);
-  CHECK(o.dedup.state == "valid");
+  CHECK(o.dedup.state == dedup::IndexState::kValid);
   CHECK(o.dedup.entries == 4);
   CHECK(o.dedup.errors == 0);
   CHECK(o.dedup.verified == 4);
@@ -131,13 +131,13 @@ TEST_CASE("each kind of dedup index damage is found", "[dedup][check]") {
       CHECK(full.dedup.hash_mismatches > 0);
     } else {
       CHECK(plain.dedup.errors > 0);
-      CHECK(plain.dedup.state == "damaged");
+      CHECK(plain.dedup.state == dedup::IndexState::kDamaged);
     }
     // Rebuilding the index mends it.
     io::MemoryFile f("t", b);
     REQUIRE(rebuild_dedup_index(f, std::make_unique<io::MemoryFile>("s"), 2).is_ok());
     Outcome after = check(f.bytes(), true);
-    CHECK(after.dedup.state == "valid");
+    CHECK(after.dedup.state == dedup::IndexState::kValid);
     CHECK(after.dedup.errors == 0);
     CHECK(after.counts.corruptions == 0);
     CHECK(after.counts.leaks == 0);
@@ -149,7 +149,7 @@ TEST_CASE("a stale dedup index is reported stale, not corrupt", "[dedup][check]"
   b[qcow2::kOffAutoclearFeatures] &= static_cast<uint8_t>(~(kAutoclearDedupIndex >> 56));
   b[ext_of(b).index_offset] ^= 1;  // stale: not even read
   Outcome o = check(b, true);
-  CHECK(o.dedup.state == "stale");
+  CHECK(o.dedup.state == dedup::IndexState::kStale);
   CHECK(o.dedup.errors == 0);
   CHECK(o.counts.corruptions == 0);
 }
@@ -175,10 +175,10 @@ TEST_CASE("a crash at any write of an index rebuild leaves a valid or stale inde
       INFO("crash after write " << n << " of " << writes);
       Outcome o = check(s, true);
       CHECK(o.counts.corruptions == 0);
-      CHECK((o.dedup.state == "valid" || o.dedup.state == "stale"));
+      CHECK((o.dedup.state == dedup::IndexState::kValid || o.dedup.state == dedup::IndexState::kStale));
       io::MemoryFile again("t", s);
       REQUIRE(rebuild_dedup_index(again, std::make_unique<io::MemoryFile>("s"), 1).is_ok());
-      CHECK(check(again.bytes(), true).dedup.state == "valid");
+      CHECK(check(again.bytes(), true).dedup.state == dedup::IndexState::kValid);
     }
   }
   CHECK(states >= writes);

@@ -77,13 +77,13 @@ TEST_CASE("check on the memory file system reports a stale index and -r all rebu
   REQUIRE(plain.is_ok());
   CHECK(plain->format == "qcow2");
   CHECK(plain->counts.corruptions == 0);
-  CHECK(plain->dedup.state == "stale");
+  CHECK(plain->dedup.state == dedup::IndexState::kStale);
   CHECK_FALSE(plain->repaired);
 
   Bytes leaks_only;
   auto leaks = check_bytes(image, qcow2::RepairMode::kLeaks, &leaks_only);
   REQUIRE(leaks.is_ok());
-  CHECK(leaks->dedup.state == "stale");  // -r leaks leaves a stale index alone
+  CHECK(leaks->dedup.state == dedup::IndexState::kStale);  // -r leaks leaves a stale index alone
   CHECK(leaks_only == image);
 
   Bytes repaired;
@@ -92,7 +92,7 @@ TEST_CASE("check on the memory file system reports a stale index and -r all rebu
   REQUIRE(all.is_ok());
   CHECK(all->repaired);
   CHECK(all->index_rebuilt);
-  CHECK(all->dedup.state == "valid");
+  CHECK(all->dedup.state == dedup::IndexState::kValid);
   CHECK(all->counts.corruptions == 0);
   CHECK(all->counts.leaks == 0);
   CHECK(refcheck(repaired).clean());
@@ -169,7 +169,7 @@ TEST_CASE("a crash at any write of check -r all on a stale dedup image is finish
       REQUIRE(second.is_ok());
       CHECK(second->counts.corruptions == 0);
       CHECK(second->counts.leaks == 0);
-      CHECK(second->dedup.state == "valid");
+      CHECK(second->dedup.state == dedup::IndexState::kValid);
       CHECK(refcheck(fixed).clean());
       require_guest_data(fixed, raw, kCluster);
     }

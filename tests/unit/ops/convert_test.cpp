@@ -85,7 +85,7 @@ TEST_CASE("convert on the memory file system: dedup qcow2 and raw round trips wi
   REQUIRE(c.is_ok());
   CHECK(c->counts.corruptions == 0);
   CHECK(c->counts.leaks == 0);
-  CHECK(c->dedup.state == "valid");
+  CHECK(c->dedup.state == dedup::IndexState::kValid);
   CHECK(c->dedup.entries == 5);
 }
 
@@ -207,7 +207,7 @@ TEST_CASE("a crash at any write of convert -n into a dedup image leaves it consi
       // finding a crash may leave (QEMU copies such a cluster on its next write).
       CHECK(c->counts.corruptions == rc.copied_missing.size());
       CHECK(c->dedup.errors == 0);
-      CHECK((c->dedup.state == "valid" || c->dedup.state == "stale"));
+      CHECK((c->dedup.state == dedup::IndexState::kValid || c->dedup.state == dedup::IndexState::kStale));
     }
   }
   CHECK(states > writes);

@@ -102,7 +102,7 @@ TEST_CASE("metrics of a plain image, and of it after dedup-offline", "[ops][metr
   CHECK(u.most_shared.empty());
   CHECK(plain.dedup_ratio() == 1.0);
   CHECK(plain.bytes_saved() == 0);
-  CHECK(plain.index.state == "absent");
+  CHECK(plain.index.state == dedup::IndexState::kAbsent);
   CHECK_FALSE(plain.counters.has_value());
   CHECK(u.l2_bytes == kCluster);
   CHECK(u.free_clusters == free_clusters_by_refcheck(fs.bytes("i.qcow2")));
@@ -127,7 +127,7 @@ TEST_CASE("metrics of a plain image, and of it after dedup-offline", "[ops][metr
   CHECK(v.most_shared[1].references == 3);
   CHECK(v.most_shared[2].references == 2);
   CHECK_FALSE(v.most_shared[0].repeated_byte.has_value());  // a pattern, not one byte
-  CHECK(after.index.state == "valid");
+  CHECK(after.index.state == dedup::IndexState::kValid);
   CHECK(after.index.hash == "sha256");
   CHECK(after.index.entries == 7);
   CHECK(after.index.bytes == kCluster);  // 7 entries of 48 bytes, one cluster
@@ -153,7 +153,7 @@ TEST_CASE("metrics of a deduplicating convert: counters and index", "[ops][metri
   CHECK(m.usage.active_distinct_targets == 7);
   CHECK(m.usage.host_data_clusters == 7);
   CHECK(m.bytes_saved() == 6 * kCluster);
-  CHECK(m.index.state == "valid");
+  CHECK(m.index.state == dedup::IndexState::kValid);
   CHECK(m.index.entries == 7);
   REQUIRE(m.counters.has_value());
   CHECK(m.counters->clusters_deduplicated == 6);
@@ -184,8 +184,8 @@ TEST_CASE("metrics: index states in check's words; several images and a failing 
   fs.add_bytes("raw.img", Bytes(kCluster, 0));
   MetricsReport r = metrics(fs, MetricsJob{.files = {"i.qcow2", "stale.qcow2", "missing.qcow2", "raw.img"}});
   REQUIRE(r.images.size() == 4);
-  CHECK(r.images[0].index.state == "valid");
-  CHECK(r.images[1].index.state == "stale");
+  CHECK(r.images[0].index.state == dedup::IndexState::kValid);
+  CHECK(r.images[1].index.state == dedup::IndexState::kStale);
   CHECK(r.images[1].index.ram_bytes == 0);
   CHECK(r.images[1].usage.active_distinct_targets == 7);
   CHECK_FALSE(r.images[2].error.empty());
@@ -255,7 +255,7 @@ TEST_CASE("metrics of an image stock QEMU wrote: snapshots, compressed clusters,
   // Directory, table and the one data cluster of bm0's dirty bits.
   CHECK(u.bitmap_bytes == 3 * kCluster);
   CHECK(u.free_clusters == free_clusters_by_refcheck(*made));
-  CHECK(m.index.state == "absent");
+  CHECK(m.index.state == dedup::IndexState::kAbsent);
   CHECK_FALSE(m.counters.has_value());
 }
 
