@@ -23,8 +23,8 @@ namespace {
 
 constexpr uint64_t kL2CacheBytes = 64ull << 20;  // at least 16 tables
 
-// Active L2 lookups for the owner check: the active L1 table read once, a
-// few L2 tables cached.
+// Active L2 lookups for the owner check: the active L1 table read once, up
+// to 64 MiB of L2 tables cached.
 class ActiveMap {
  public:
   ActiveMap(io::File& file, const qcow2::CheckAnalysis& a) : file_(file), a_(a) {}
@@ -37,18 +37,21 @@ class ActiveMap {
     if (l1i >= l1_.size()) return uint64_t{0};
     uint64_t l2 = l1_[l1i] & qcow2::kL1eOffsetMask;
     if (l2 == 0) return uint64_t{0};
-    if (l2 != last_offset_ || !last_) {
+    const std::vector<uint8_t>* table = by_l1_[l1i];
+    if (!table) {
       auto it = cache_.find(l2);
       if (it == cache_.end()) {
-        if (cache_.size() >= std::max<uint64_t>(16, kL2CacheBytes / g.cluster_size)) cache_.clear();
+        if (cache_.size() >= std::max<uint64_t>(16, kL2CacheBytes / g.cluster_size)) {
+          cache_.clear();
+          by_l1_.assign(by_l1_.size(), nullptr);
+        }
         std::vector<uint8_t> t(g.cluster_size);
         QD_TRY(file_.read_or_zero(l2, t));
         it = cache_.emplace(l2, std::move(t)).first;
       }
-      last_offset_ = l2;
-      last_ = &it->second;
+      table = by_l1_[l1i] = &it->second;
     }
-    const uint8_t* p = last_->data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
+    const uint8_t* p = table->data() + g.l2_index(guest_cluster) * g.l2_entry_bytes;
     const qcow2::L2Entry e{load_be64(p), g.extended_l2 ? load_be64(p + 8) : 0};
     return e.cluster_type(g) == qcow2::ClusterType::kNormal ? e.host_offset() : uint64_t{0};
   }
@@ -63,6 +66,7 @@ class ActiveMap {
     QD_TRY(file_.read_or_zero(offset, raw));
     l1_.resize(raw.size() / 8);
     for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(raw.data() + 8 * i);
+    by_l1_.assign(l1_.size(), nullptr);
     l1_loaded_ = true;
     return Status::ok();
   }
@@ -71,9 +75,9 @@ class ActiveMap {
   const qcow2::CheckAnalysis& a_;
   bool l1_loaded_ = false;
   std::vector<uint64_t> l1_;
+  // L2 tables read, by offset, and the same by active L1 index.
   std::unordered_map<uint64_t, std::vector<uint8_t>> cache_;
-  uint64_t last_offset_ = 0;
-  const std::vector<uint8_t>* last_ = nullptr;
+  std::vector<const std::vector<uint8_t>*> by_l1_;
 };
 
 // Counts one corruption of the dedup state and logs it.
@@ -160,8 +164,9 @@ void IndexChecker::check_region(const DedupExtension& ext) {
 class EntryChecker final : public IndexVisitor {
  public:
   EntryChecker(io::File& file, qcow2::CheckAnalysis& a, const DedupExtension& ext, ActiveMap& map,
-               ErrorLog error)
-      : file_(file),
+               ErrorLog error, std::array<uint64_t, 256>& by_first_byte)
+      : by_first_byte_(by_first_byte),
+        file_(file),
         a_(a),
         cap_(ext.refcount_cap),
         map_(map),
@@ -185,6 +190,7 @@ class EntryChecker final : public IndexVisitor {
  private:
   static std::string where(uint64_t n) { return "dedup index entry " + std::to_string(n) + ": "; }
 
+  std::array<uint64_t, 256>& by_first_byte_;
   io::File& file_;
   qcow2::CheckAnalysis& a_;
   const uint64_t cap_;
@@ -196,6 +202,7 @@ class EntryChecker final : public IndexVisitor {
 Status EntryChecker::entry(uint64_t n, const StoredIndexEntry& e) {
   const qcow2::Geometry& g = a_.g;
   const uint64_t host = e.host_offset, owner = e.owner_guest_cluster;
+  ++by_first_byte_[e.hash[0]];
   if (!index_host_offset_ok(host, g.cluster_size) || host >= a_.file_size) {
     error_(where(n) + "invalid host offset 0x" + hex_digits(host));
     return Status::ok();
@@ -222,7 +229,7 @@ Status EntryChecker::entry(uint64_t n, const StoredIndexEntry& e) {
 }
 
 Status IndexChecker::check_entries(const DedupExtension& ext) {
-  EntryChecker checker(file_, a_, ext, map_, error_);
+  EntryChecker checker(file_, a_, ext, map_, error_, r_.entries_by_first_byte);
   return read_index(file_, ext, checker);
 }
 

@@ -4,6 +4,7 @@
 // rebuild of a stale or damaged index.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,9 @@ struct DedupCheckResult {
   uint64_t check_errors = 0;  // the dedup check could not complete
   uint64_t verified = 0;  // clusters rehashed (verify_hashes)
   uint64_t hash_mismatches = 0;
+  // Entries per first hash byte, counted while the entries were read (all
+  // zero if they were not): what the in-RAM table needs (DedupIndex::footprint).
+  std::array<uint64_t, 256> entries_by_first_byte{};
 };
 
 // Checks the dedup state of the image analysed in `a`.

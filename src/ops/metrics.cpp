@@ -4,25 +4,12 @@
 
 #include "dedup/index.h"
 #include "dedup/index_check.h"
-#include "dedup/index_reader.h"
 #include "qcow2/chain.h"
 #include "qcow2/check.h"
 
 namespace qdedup::ops {
 
 namespace {
-
-// Entries per first hash byte, read from the index (the in-RAM table has a
-// segment per first byte).
-Result<dedup::DedupIndex::Footprint> index_footprint(io::File& file, const dedup::DedupExtension& ext) {
-  std::array<uint64_t, dedup::DedupIndex::kSegments> per_segment{};
-  const uint64_t entry_size = dedup::index_entry_size(ext.hash_size);
-  QD_TRY(dedup::for_each_index_chunk(file, ext, [&](uint64_t, std::span<const uint8_t> bytes) {
-    for (uint64_t at = 0; at + entry_size <= bytes.size(); at += entry_size) ++per_segment[bytes[at]];
-    return Status::ok();
-  }));
-  return dedup::DedupIndex::footprint(per_segment);
-}
 
 Status measure_index(io::File& file, qcow2::CheckAnalysis& a, ImageMetrics& m) {
   dedup::DedupCheckResult d = dedup::check_dedup(file, a, {});
@@ -43,7 +30,8 @@ Status measure_index(io::File& file, qcow2::CheckAnalysis& a, ImageMetrics& m) {
   // which the qcow2 layer counted as free; while it is valid they are not.
   const uint64_t file_clusters = (a.file_size + cs - 1) / cs;
   if (first < file_clusters) m.usage.free_clusters -= std::min(end, file_clusters) - first;
-  QD_ASSIGN_OR_RETURN(dedup::DedupIndex::Footprint f, index_footprint(file, ext));
+  static_assert(dedup::DedupIndex::kSegments == std::tuple_size_v<decltype(d.entries_by_first_byte)>);
+  const dedup::DedupIndex::Footprint f = dedup::DedupIndex::footprint(d.entries_by_first_byte);
   m.index.ram_bytes = f.bytes;
   m.index.load_factor = f.slots ? static_cast<double>(ext.index_entries) / static_cast<double>(f.slots) : 0;
   return Status::ok();

@@ -28,6 +28,12 @@ std::optional<uint64_t> CheckAnalysis::stored_refcount_uncached(io::File& file, 
   const uint64_t idx = cluster >> g.rb_bits;
   const uint64_t i = cluster & (g.rb_entries - 1);
   if (idx >= reftable.size()) return 0;
+  if (by_index_.size() != reftable.size()) by_index_.assign(reftable.size(), nullptr);
+  if (const std::vector<uint8_t>* cached = by_index_[idx]) {
+    last_block_index_ = idx;
+    last_block_ = cached;
+    return refcount_entry(*cached, g.refcount_order, i);
+  }
   uint64_t block = reftable[idx] & kReftOffsetMask;
   if (block == 0) return 0;
   if (block % g.cluster_size != 0) return std::nullopt;
@@ -39,6 +45,7 @@ std::optional<uint64_t> CheckAnalysis::stored_refcount_uncached(io::File& file, 
     if (!file.read_or_zero(block, data)) return std::nullopt;
     it = rb_cache_.emplace(block, std::move(data)).first;
   }
+  by_index_[idx] = &it->second;
   last_block_index_ = idx;
   last_block_ = &it->second;
   return refcount_entry(it->second, g.refcount_order, i);

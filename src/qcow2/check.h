@@ -160,15 +160,18 @@ struct CheckAnalysis {
   // Forgets the refcount blocks read so far (after repair rewrote some).
   void drop_refcount_cache() {
     rb_cache_.clear();
+    by_index_.assign(by_index_.size(), nullptr);
     last_block_ = nullptr;
   }
 
  private:
   std::optional<uint64_t> stored_refcount_uncached(io::File& file, uint64_t cluster);
 
-  // Refcount blocks read by stored_refcount(), by host offset, and the one
-  // read last (most lookups fall in the block of the previous one).
+  // Refcount blocks read by stored_refcount(), by host offset, the same by
+  // refcount table index, and the one read last (most lookups fall in the
+  // block of the previous one).
   std::unordered_map<uint64_t, std::vector<uint8_t>> rb_cache_;
+  std::vector<const std::vector<uint8_t>*> by_index_;
   uint64_t last_block_index_ = 0;
   const std::vector<uint8_t>* last_block_ = nullptr;
 };

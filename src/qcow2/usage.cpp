@@ -83,29 +83,39 @@ bool single_byte(std::span<const uint8_t> bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [&](uint8_t b) { return b == bytes.front(); });
 }
 
-// The `n` data host clusters with the most references (more than 1), most first.
-std::vector<SharedCluster> most_shared(const CheckAnalysis& a, const MappingTally& m, unsigned n) {
+// The `n` data host clusters with the most references (more than 1), offered
+// one by one: a min-heap of the best n so far (ties: the lower cluster wins).
+class MostShared {
+ public:
+  explicit MostShared(unsigned n) : n_(n) {}
+
+  void offer(uint64_t references, uint64_t cluster) {
+    if (n_ == 0 || references < 2) return;
+    best_.push({references, cluster});
+    if (best_.size() > n_) best_.pop();
+  }
+
+  // Most first.
+  std::vector<SharedCluster> take(const CheckAnalysis& a, const MappingTally& m) {
+    std::vector<SharedCluster> out;
+    for (; !best_.empty(); best_.pop()) {
+      const auto [refs, c] = best_.top();
+      out.push_back({c << a.g.cluster_bits, refs, static_cast<bool>(m.compressed[c]), std::nullopt});
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+ private:
   using Candidate = std::pair<uint64_t, uint64_t>;  // references, cluster
-  // A min-heap of the best n so far (ties: the lower cluster wins).
-  auto worse = [](const Candidate& x, const Candidate& y) {
-    return x.first != y.first ? x.first > y.first : x.second < y.second;
+  struct Worse {
+    bool operator()(const Candidate& x, const Candidate& y) const {
+      return x.first != y.first ? x.first > y.first : x.second < y.second;
+    }
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> best(worse);
-  for (uint64_t c = 0; c < m.data.size() && n; ++c) {
-    if (!m.data[c]) continue;
-    const uint64_t refs = a.computed.get(c);
-    if (refs < 2) continue;
-    best.push({refs, c});
-    if (best.size() > n) best.pop();
-  }
-  std::vector<SharedCluster> out;
-  for (; !best.empty(); best.pop()) {
-    const auto [refs, c] = best.top();
-    out.push_back({c << a.g.cluster_bits, refs, static_cast<bool>(m.compressed[c]), std::nullopt});
-  }
-  std::reverse(out.begin(), out.end());
-  return out;
-}
+  unsigned n_;
+  std::priority_queue<Candidate, std::vector<Candidate>, Worse> best_;
+};
 
 }  // namespace
 
@@ -143,9 +153,11 @@ Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions
   u.free_clusters = a.free_clusters;
 
   u.histogram = empty_histogram(cap);
-  for (uint64_t c = 0; c < m.data.size(); ++c) {
+  MostShared top(o.most_shared);
+  const RefcountArray& computed = a.computed;
+  for (uint64_t c = 0, n = m.data.size(); c < n; ++c) {
     if (!m.data[c]) continue;
-    const uint64_t refs = a.computed.get(c);
+    const uint64_t refs = computed.get(c);
     ++u.host_data_clusters;
     if (m.compressed[c]) ++u.host_compressed_clusters;
     if (!m.active[c]) ++u.snapshot_only_host_clusters;
@@ -153,9 +165,10 @@ Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions
     if (refs >= cap) ++u.clusters_at_cap;
     u.total_references += refs;
     count_in_histogram(u.histogram, refs);
+    top.offer(refs, c);
   }
 
-  u.most_shared = most_shared(a, m, o.most_shared);
+  u.most_shared = top.take(a, m);
   std::vector<uint8_t> buf(cs);
   for (SharedCluster& s : u.most_shared) {
     if (s.compressed) continue;
