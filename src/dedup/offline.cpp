@@ -2,19 +2,20 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <set>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "dedup/granularity_estimator.h"
+#include "dedup/stream_hosts.h"
 #include "io/hole_puncher.h"
 #include "qcow2/compress.h"
 #include "qcow2/walk.h"
+#include "util/first_error.h"
+#include "util/rate_limiter.h"
 #include "util/text.h"
 
 namespace qdedup::dedup {
@@ -46,7 +47,9 @@ class Deduplicator {
         o_(o),
         zeros_allowed_(g_.version >= 3 || !image.header().has_backing()),
         cap_(o.refcount_cap ? std::min(o.refcount_cap, g_.refcount_max) : g_.refcount_max),
-        start_(std::chrono::steady_clock::now()) {}
+        reads_(o.max_read_rate),
+        streams_(image, cap_),
+        estimates_(o.estimate_granularities, g_.cluster_size, stats_.estimates) {}
 
   // Keepers of an interrupted run: met already.
   Status adopt_resumed_keepers() {
@@ -140,41 +143,8 @@ class Deduplicator {
     return out;
   }
 
-  void start_estimates() {
-    for (uint64_t gr : o_.estimate_granularities) {
-      if (gr < 512 || gr >= g_.cluster_size || (gr & (gr - 1)) != 0) continue;
-      stats_.estimates.push_back({gr});
-      estimate_sets_.emplace_back();
-    }
-  }
-
-  // Hashes the batch's `n` clusters in pieces for each estimate.
-  void estimate(size_t n) {
-    const uint64_t bytes = n * g_.cluster_size;
-    hash::HashPool& pool = o_.estimate_pool ? *o_.estimate_pool : pool_;
-    for (size_t k = 0; k < stats_.estimates.size(); ++k) {
-      GranularityEstimate& e = stats_.estimates[k];
-      const size_t pieces = bytes / e.granularity;
-      piece_digests_.resize(pieces * pool.digest_size());
-      piece_skip_.assign(pieces, 0);
-      pool.hash_nonzero_chunks(std::span<const uint8_t>(data_.data(), bytes), e.granularity,
-                               piece_digests_.data(), piece_skip_.data(), true);
-      for (size_t i = 0; i < pieces; ++i) {
-        ++e.chunks;
-        if (piece_skip_[i] == hash::HashPool::kZeroChunk) {
-          ++e.zero_chunks;
-          continue;
-        }
-        uint64_t fp;
-        std::memcpy(&fp, piece_digests_.data() + i * pool.digest_size(), sizeof fp);
-        if (estimate_sets_[k].insert(fp).second) ++e.distinct_chunks;
-      }
-    }
-  }
-
   Result<OfflineStats> run(std::vector<PendingRemap>* pending_out) {
     if (o_.apply) puncher_ = std::make_unique<io::HolePuncher>(image_.file());
-    start_estimates();
     QD_TRY(count_compressed_references());
     if (index_.size() != 0) QD_TRY(adopt_resumed_keepers());
     QD_TRY(adopt_pending());
@@ -184,7 +154,7 @@ class Deduplicator {
           return visit(t, entries);
         });
     if (st || stats_.interrupted) {
-      count_compressed_hosts_freed();
+      stats_.compressed_hosts_freed += streams_.freed();
       if (o_.apply) st = put_on_disk();
     }
     // Every hole asked for is punched before the caller goes on (it cuts the
@@ -194,7 +164,7 @@ class Deduplicator {
       if (st) st = std::move(drained);
     }
     QD_TRY(st);
-    stats_.bytes_read = bytes_read_.load();
+    stats_.bytes_read = reads_.total();
     if (pending_out) *pending_out = pending();
     return stats_;
   }
@@ -260,74 +230,30 @@ class Deduplicator {
     return it == compressed_refs_.end() ? 0 : it->second;
   }
 
-  // What the run knows of a host cluster that holds compressed streams. Its
-  // refcount, in the plan, is initial + gained - lost: the same in a dry run,
-  // a run, and a run resumed after any table (whose initial refcount then
-  // holds what the tables before it gained and lost).
-  struct StreamHost {
-    uint64_t initial = 0;         // stored refcount when first met, before this run changed it
-    uint64_t gained = 0;          // references planned into keepers' streams in it
-    uint64_t lost = 0;            // references of copies' streams in it repointed so far
-    uint64_t lost_unflushed = 0;  // of those, not on disk yet (a run)
-    uint64_t planned_loss = 0;    // references of this run's copies in it, once all are repointed
-    uint64_t carried_loss = 0;    // the same of the interrupted run's copies (resumed)
-    uint64_t planned() const { return initial + gained - lost; }
-  };
-  // The host cluster's record, made when first asked: before any change of
-  // this run reaches it (changes come only from plans that asked first).
-  Result<StreamHost*> stream_host(uint64_t hc) {
-    if (auto it = hosts_.find(hc); it != hosts_.end()) return &it->second;
-    QD_ASSIGN_OR_RETURN(uint64_t rc, image_.refcount(hc));
-    StreamHost h;
-    h.initial = rc;
-    return &hosts_.emplace(hc, h).first->second;
-  }
   // Plans `refs` more references to the compressed keeper `key`: with
   // `check`, only if every host cluster it lies in stays within the cap. The
-  // disk never holds more than the cap either: a flush writes refcount
-  // increases before decreases, so where the room comes from references lost
-  // but not on disk yet, they are put on disk first.
+  // disk never holds more than the cap either: where the room comes from
+  // references lost but not on disk yet, they are put on disk first.
   Result<bool> reserve_stream(uint64_t key, uint64_t refs, bool check) {
     QD_ASSIGN_OR_RETURN(HostRange r, host_range(key));
-    bool flush = false;
-    for (uint64_t hc = r.first; hc <= r.last; ++hc) {
-      QD_ASSIGN_OR_RETURN(StreamHost * h, stream_host(hc));
-      if (check && h->planned() + refs > cap_) return false;
-      flush |= h->planned() + h->lost_unflushed + refs > cap_;
-    }
-    if (flush && o_.apply) QD_TRY(flush_releases());
-    for (uint64_t hc = r.first; hc <= r.last; ++hc) hosts_[hc].gained += refs;
+    QD_ASSIGN_OR_RETURN(StreamHosts::Room room, streams_.room(r, refs));
+    if (check && !room.fits) return false;
+    if (room.flush_first && o_.apply) QD_TRY(flush_releases());
+    streams_.gain(r, refs);
     return true;
   }
   // Puts every pending change on disk, releases included.
   Status flush_releases() {
     QD_TRY(image_.flush());
-    releases_flushed();
+    streams_.flushed();
     return Status::ok();
-  }
-  void releases_flushed() {
-    for (auto& [hc, h] : hosts_) h.lost_unflushed = 0;
   }
   // A copy that will lose its `refs` references (this run's plan, or, carried,
   // the interrupted run's): a compressed one's host clusters lose as many.
   Status note_release(uint64_t key, uint64_t refs, bool carried) {
     if (!is_compressed_key(key)) return Status::ok();
     QD_ASSIGN_OR_RETURN(HostRange r, host_range(key));
-    for (uint64_t hc = r.first; hc <= r.last; ++hc) {
-      QD_ASSIGN_OR_RETURN(StreamHost * h, stream_host(hc));
-      (carried ? h->carried_loss : h->planned_loss) += refs;
-    }
-    return Status::ok();
-  }
-  // Host clusters of compressed copies that nothing references once the plan
-  // is done: every reference lost, none gained; counted by the run whose
-  // copies took part (not again by a resumed run for the interrupted one's).
-  void count_compressed_hosts_freed() {
-    for (const auto& [hc, h] : hosts_) {
-      if (h.gained == 0 && h.planned_loss != 0 && h.initial == h.planned_loss + h.carried_loss) {
-        ++stats_.compressed_hosts_freed;
-      }
-    }
+    return streams_.plan_loss(r, refs, carried);
   }
 
   // The index owner of entry `i` of `t`: its guest cluster when the active L1
@@ -381,11 +307,11 @@ class Deduplicator {
     stats_.cursor = t.offset + 1;
     if (o_.progress) o_.progress(t.offset);
     const uint64_t index_bytes = index_.size() * (index_.hash_size() + 16);
-    const uint64_t since_checkpoint = bytes_read_.load() - read_at_checkpoint_;
+    const uint64_t since_checkpoint = reads_.total() - read_at_checkpoint_;
     if (o_.apply && since_checkpoint >= std::max(o_.checkpoint_bytes, 16 * index_bytes)) {
       QD_TRY(put_on_disk());
       if (o_.checkpoint) QD_TRY(o_.checkpoint(stats_.cursor, pending()));
-      read_at_checkpoint_ = bytes_read_.load();
+      read_at_checkpoint_ = reads_.total();
     }
     return Status::ok();
   }
@@ -408,7 +334,8 @@ class Deduplicator {
                               digests_.data(), skip_.data(), /*detect_zero=*/zeros_allowed_,
                               parallel ? &fill : nullptr);
     QD_TRY(error.take());
-    estimate(batch.size());
+    estimates_.add(o_.estimate_pool ? *o_.estimate_pool : pool_,
+                   std::span<const uint8_t>(data_.data(), batch.size() * cs));
     for (size_t i = 0; i < batch.size(); ++i) {
       if (skip_[i] == kUndecodable) {
         ++stats_.undecodable_compressed;
@@ -421,22 +348,6 @@ class Deduplicator {
     return Status::ok();
   }
 
-  // The first error of reads on several threads.
-  class FirstError {
-   public:
-    void set(Status st) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (first_) first_ = std::move(st);
-    }
-    Status take() {
-      std::lock_guard<std::mutex> lock(mu_);
-      return std::move(first_);
-    }
-
-   private:
-    std::mutex mu_;
-    Status first_ = Status::ok();
-  };
   // A skip byte: a compressed stream that does not decompress, left as it is
   // (QEMU cannot read it either).
   static constexpr uint8_t kUndecodable = 2;
@@ -467,7 +378,7 @@ class Deduplicator {
       Status st = image_.file().read_or_zero(
           batch[i].cluster * cs, std::span<uint8_t>(data_.data() + i * cs, (j - i) * cs));
       if (!st) error.set(std::move(st));
-      throttle((j - i) * cs);
+      reads_.take((j - i) * cs);
       i = j;
     }
   }
@@ -479,7 +390,7 @@ class Deduplicator {
     const qcow2::CompressedRange r = qcow2::compressed_range(g_, L2Entry{key, 0});
     stream.resize(r.length);
     QD_TRY(image_.file().read_or_zero(r.offset, stream));
-    throttle(r.length);
+    reads_.take(r.length);
     return qcow2::decompress_cluster(image_.header().compression_type, stream, out);
   }
 
@@ -491,7 +402,7 @@ class Deduplicator {
     if (guest_offset < b->virtual_size()) {
       const uint64_t n = std::min<uint64_t>(data.size(), b->virtual_size() - guest_offset);
       QD_TRY(b->read(guest_offset, std::span<uint8_t>(backing_buf_.data(), n)));
-      throttle(n);
+      reads_.take(n);
     }
     // The guest sees the image's size: bytes past it do not count.
     const uint64_t visible = std::min<uint64_t>(data.size(), image_.virtual_size() - guest_offset);
@@ -524,7 +435,7 @@ class Deduplicator {
         QD_TRY(read_compressed(keeper, verify_, compressed_buf_));
       } else {
         QD_TRY(image_.file().read_exact(hit->host_offset, verify_, "deduplicated cluster"));
-        throttle(g_.cluster_size);
+        reads_.take(g_.cluster_size);
       }
       if (std::memcmp(verify_.data(), data.data(), data.size()) != 0) {
         ++stats_.verify_mismatches;  // kept as it is, outside the index
@@ -615,13 +526,7 @@ class Deduplicator {
         target = it->second.target;
         it->second.remaining -= std::min(it->second.remaining, refs);
         QD_ASSIGN_OR_RETURN(HostRange held, host_range(c));
-        if (is_compressed_key(c)) {
-          for (uint64_t hc = held.first; hc <= held.last; ++hc) {
-            StreamHost& h = hosts_[hc];  // made by the plan (note_release)
-            h.lost += refs;
-            if (o_.apply) h.lost_unflushed += refs;
-          }
-        }
+        if (is_compressed_key(c)) streams_.lose(held, refs, /*unflushed=*/o_.apply);
         if (it->second.remaining == 0) {
           for (uint64_t hc = held.first; hc <= held.last; ++hc) released_.push_back(hc);
           remap_.erase(it);
@@ -651,22 +556,8 @@ class Deduplicator {
     return merged_entry(keeper_offset);
   }
 
-  L2Entry merged_entry(uint64_t keeper_offset) const {
-    L2Entry merged;
-    merged.word = keeper_offset;  // shared: never COPIED
-    merged.bitmap = g_.extended_l2 ? qcow2::kBitmapAllAllocated : 0;
-    return merged;
-  }
-
-  L2Entry zero_entry() const {
-    L2Entry z;
-    if (g_.extended_l2) {
-      z.bitmap = qcow2::kBitmapAllZero;
-    } else if (g_.version >= 3) {
-      z.word = qcow2::kOflagZero;
-    }
-    return z;
-  }
+  L2Entry merged_entry(uint64_t keeper_offset) const { return qcow2::shared_entry(g_, keeper_offset); }
+  L2Entry zero_entry() const { return qcow2::zero_entry(g_); }
 
   // Flushes in the write path's order and has the clusters freed punched
   // (on the puncher's thread: nothing writes them again, and the caller
@@ -675,21 +566,12 @@ class Deduplicator {
     QD_ASSIGN_OR_RETURN(std::vector<qcow2::Image::ClusterRun> runs,
                         image_.free_cluster_runs(std::move(released_)));
     released_.clear();
-    releases_flushed();  // the flush wrote them
+    streams_.flushed();  // the flush wrote them
     for (const qcow2::Image::ClusterRun& r : runs) {
       puncher_->punch(r.first << g_.cluster_bits, r.count << g_.cluster_bits);
       stats_.clusters_punched += r.count;
     }
     return Status::ok();
-  }
-
-  // Counts bytes read and holds the rate under --max-rate. From any thread.
-  void throttle(uint64_t bytes) {
-    const uint64_t total = bytes_read_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-    if (o_.max_read_rate == 0) return;
-    const auto due = start_ + std::chrono::duration<double>(static_cast<double>(total) /
-                                                            static_cast<double>(o_.max_read_rate));
-    std::this_thread::sleep_until(due);
   }
 
   qcow2::Image& image_;
@@ -699,25 +581,23 @@ class Deduplicator {
   const OfflineOptions& o_;
   const bool zeros_allowed_;
   const uint64_t cap_;  // no refcount goes above it
-  const std::chrono::steady_clock::time_point start_;
   OfflineStats stats_;
-  std::atomic<uint64_t> bytes_read_{0};
-  uint64_t read_at_checkpoint_ = 0;  // bytes_read_ at the last checkpoint
+  RateLimiter reads_;  // bytes read (--max-rate)
+  uint64_t read_at_checkpoint_ = 0;  // reads_.total() at the last checkpoint
   std::unique_ptr<io::HolePuncher> puncher_;  // with apply
   std::unordered_map<uint64_t, Remap> remap_;        // by host cluster
   std::unordered_set<uint64_t> seen_;                // met keepers with refcount > 1
   // Uncompressed keeper (host cluster index) -> its refcount once every merge
-  // planned into it is done. Compressed keepers' host clusters: hosts_.
+  // planned into it is done. Compressed keepers' host clusters: streams_.
   std::unordered_map<uint64_t, uint64_t> planned_;
-  std::unordered_map<uint64_t, StreamHost> hosts_;  // host clusters of compressed streams met
+  StreamHosts streams_;  // host clusters of compressed streams met
   std::set<uint64_t> full_keepers_;  // keepers (keys) the cap replaced
   std::unordered_map<uint64_t, std::array<uint8_t, hash::kMaxDigestSize>> inactive_keepers_;
   std::vector<uint64_t> released_;  // clusters whose last reference went since the last flush
   std::unordered_map<uint64_t, uint64_t> target_owner_;  // resumed: keeper offset -> index owner
   std::unordered_map<uint64_t, uint64_t> compressed_refs_;      // descriptor -> references
   std::vector<uint8_t> data_, digests_, skip_, verify_, backing_buf_, compressed_buf_;
-  std::vector<std::unordered_set<uint64_t>> estimate_sets_;  // fingerprints, per estimate
-  std::vector<uint8_t> piece_digests_, piece_skip_;
+  GranularityEstimator estimates_;  // into stats_.estimates
 };
 
 }  // namespace

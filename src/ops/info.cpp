@@ -24,38 +24,21 @@ std::optional<DedupInfo> collect_dedup(const qcow2::Header& h) {
 
 }  // namespace
 
-// Collects the image's facts and, with --backing-chain, its backing files'.
+// Collects the image's facts and, with --backing-chain, its backing files':
+// the chain is opened (with its depth, loop and file-type rules) by
+// qcow2::open_device, as for every command that reads through it.
 Result<std::vector<InfoEntry>> info(io::FileSystem& fs, const InfoJob& a) {
-  std::vector<InfoEntry> infos;
   qcow2::OpenRequest req{.path = a.file, .format = a.format, .force_share = a.force_share,
-                         .open_backing = false, .fs = &fs};
-  for (int depth = 0;; ++depth) {
-    if (depth > qcow2::kMaxChainDepth) {
-      return corruption(escape_for_display(a.file) + ": backing chain is deeper than " +
-                        std::to_string(qcow2::kMaxChainDepth));
-    }
-    QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
-    auto* img = dynamic_cast<qcow2::Image*>(dev.get());
-    io::File* file = img ? &img->file() : &static_cast<qcow2::RawDevice*>(dev.get())->file();
-    auto info = qcow2::collect_info(*dev, *file);
-    if (!info) return info.status().with_prefix(escape_for_display(req.path));
-    InfoEntry entry{*info, img ? collect_dedup(img->header()) : std::nullopt};
-    infos.push_back(entry);
-    if (!a.backing_chain || !info->full_backing_filename) break;
-    for (const auto& prev : infos) {
-      if (prev.image.filename == *info->full_backing_filename) {
-        return corruption(escape_for_display(req.path) + ": backing chain loops back to '" +
-                          escape_for_display(prev.image.filename) + "'");
-      }
-    }
-    if (qcow2::looks_like_protocol(*info->backing_filename)) {
-      return unsupported(escape_for_display(req.path) + ": backing file '" +
-                         escape_for_display(*info->backing_filename) +
-                         "' is a protocol or URL; qdedup only follows plain files");
-    }
-    req.path = *info->full_backing_filename;
-    req.format = info->backing_format.value_or("");
-    req.backing_member = true;
+                         .open_backing = a.backing_chain, .fs = &fs};
+  QD_ASSIGN_OR_RETURN(std::unique_ptr<qcow2::BlockDevice> top, qcow2::open_device(req));
+  std::vector<InfoEntry> infos;
+  for (qcow2::BlockDevice* dev = top.get(); dev != nullptr;) {
+    auto* img = dynamic_cast<qcow2::Image*>(dev);
+    io::File& file = img ? img->file() : static_cast<qcow2::RawDevice*>(dev)->file();
+    auto info = qcow2::collect_info(*dev, file);
+    if (!info) return info.status().with_prefix(escape_for_display(dev->name()));
+    infos.push_back({*info, img ? collect_dedup(img->header()) : std::nullopt});
+    dev = img && a.backing_chain ? img->backing() : nullptr;
   }
   return infos;
 }

@@ -101,17 +101,12 @@ void Analyser::plan_unmap(uint64_t at, uint64_t word, const std::string& why) {
   EntryFix f;
   f.file_offset = at;
   f.old_word = word;
-  const char* now = "reads as zeros";
-  if (a_.g.extended_l2) {
-    f.new_word = 0;
-    f.set_bitmap = true;
-    f.new_bitmap = kBitmapAllZero;
-  } else if (a_.g.version >= 3) {
-    f.new_word = kOflagZero;
-  } else {
-    f.new_word = 0;
-    if (a_.header.has_backing()) now = "reads from the backing file";
-  }
+  const L2Entry z = zero_entry(a_.g);
+  f.new_word = z.word;
+  f.set_bitmap = a_.g.extended_l2;
+  f.new_bitmap = z.bitmap;
+  const bool backing = !a_.g.extended_l2 && a_.g.version < 3 && a_.header.has_backing();
+  const char* now = backing ? "reads from the backing file" : "reads as zeros";
   f.what = "Repairing " + why + ": its guest cluster now " + now;
   a_.entry_fixes.push_back(std::move(f));
 }

@@ -39,6 +39,20 @@ ClusterType L2Entry::type(const Geometry& g) const {
   return t;
 }
 
+L2Entry zero_entry(const Geometry& g) {
+  L2Entry z;
+  if (g.extended_l2) {
+    z.bitmap = kBitmapAllZero;
+  } else if (g.version >= 3) {
+    z.word = kOflagZero;
+  }
+  return z;
+}
+
+L2Entry shared_entry(const Geometry& g, uint64_t host_offset) {
+  return L2Entry{host_offset, g.extended_l2 ? kBitmapAllAllocated : 0};
+}
+
 CompressedRange compressed_range(const Geometry& g, const L2Entry& e) {
   CompressedRange r;
   r.offset = e.word & g.cluster_offset_mask;

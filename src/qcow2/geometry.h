@@ -78,6 +78,14 @@ struct L2Entry {
   ClusterType type(const Geometry& g) const;
 };
 
+// The entry of a guest cluster that reads as zeros without a host cluster:
+// an all-zero subcluster bitmap (extended L2), the zero flag (v3), or, in v2,
+// which has neither, unallocated (which reads from the backing file, if any).
+L2Entry zero_entry(const Geometry& g);
+// The entry of a data cluster shared by several entries (refcount above 1,
+// so never COPIED).
+L2Entry shared_entry(const Geometry& g, uint64_t host_offset);
+
 // Where a compressed cluster's bytes lie in the file.
 struct CompressedRange {
   uint64_t offset = 0;  // byte offset, not aligned

@@ -203,21 +203,14 @@ Status Image::link_cluster(uint64_t guest_cluster, uint64_t host_offset,
   } else {
     QD_TRY(refcounts_.add(target, 1));
   }
-  L2Entry shared;
-  shared.word = host_offset;  // refcount >= 2: never COPIED
-  shared.bitmap = g_.extended_l2 ? kBitmapAllAllocated : 0;
-  return replace_entry(guest_cluster, shared);
+  return replace_entry(guest_cluster, shared_entry(g_, host_offset));
 }
 
 Status Image::zero_cluster(uint64_t guest_cluster) {
   if (guest_cluster >= g_.guest_clusters) return invalid_argument("zero beyond the virtual disk");
   QD_TRY(begin_write());
-  L2Entry z;
-  if (g_.extended_l2) {
-    z.bitmap = kBitmapAllZero;
-  } else if (g_.version >= 3) {
-    z.word = kOflagZero;
-  } else if (header_.has_backing()) {
+  const L2Entry z = zero_entry(g_);
+  if (!g_.extended_l2 && g_.version < 3 && header_.has_backing()) {
     // v2 has no zero flag, and an unallocated cluster would show the backing
     // file (opened or not): write the zeros.
     std::vector<uint8_t> zeros(g_.cluster_size, 0);
