@@ -1,5 +1,6 @@
 // qdedup create [-f qcow2|raw] [-o OPTIONS] [-b BACKING [-F FMT]] FILE [SIZE]
 #include <cstdio>
+#include <string>
 
 #include "commands/command.h"
 #include "io/file_system.h"
@@ -9,23 +10,56 @@ namespace qdedup::commands {
 
 namespace {
 
+// qemu-img's "Formatting" line: every option of the format in qemu-img
+// 7.2's order, given or with its default, sizes and numbers as parsed, other
+// values as typed; qdedup's own options last.
+std::string formatting_line(const ops::CreatePlan& plan) {
+  const ops::CreateRequest& req = plan.request;
+  std::string line = "Formatting '" + plan.file + "', fmt=" + req.format;
+  auto put = [&](const char* key, const std::string& value) { line += std::string(" ") + key + "=" + value; };
+  auto given = [&](const char* key, const char* fallback) {
+    auto it = req.given.find(key);
+    if (it != req.given.end()) {
+      put(key, it->second);
+    } else if (fallback) {
+      put(key, fallback);
+    }
+  };
+  const std::string size = std::to_string(req.image.size);
+  if (req.format == "raw") {
+    put("size", size);
+    given("preallocation", nullptr);
+    return line;
+  }
+  put("cluster_size", std::to_string(ops::planned_cluster_size(req)));
+  given("extended_l2", "off");
+  given("preallocation", nullptr);
+  given("compression_type", "zlib");
+  put("size", size);
+  given("compat", nullptr);
+  given("backing_file", nullptr);
+  given("backing_fmt", nullptr);
+  given("lazy_refcounts", "off");
+  if (req.given.count("refcount_bits")) {
+    put("refcount_bits", std::to_string(req.refcount_bits));
+  } else {
+    put("refcount_bits", "16");
+  }
+  given("dedup", nullptr);
+  given("dedup_verify", nullptr);
+  return line;
+}
+
 Status run_create(const ops::CreateJob& job) {
   QD_ASSIGN_OR_RETURN(ops::CreatePlan plan, ops::plan_create(io::posix_file_system(), job));
-  const ops::CreateRequest& req = plan.request;
-  if (req.help) {
+  if (plan.request.help) {
     std::fputs(ops::create_options_help().c_str(), stdout);
     return Status::ok();
   }
+  // Before the values are checked, as qemu-img prints it.
   if (!quiet()) {
-    std::printf("Formatting '%s', fmt=%s", plan.file.c_str(), req.format.c_str());
-    if (req.format == "qcow2") {
-      std::printf(" cluster_size=%llu", 1ull << req.image.cluster_bits);
-      if (!req.image.backing_file.empty()) {
-        std::printf(" backing_file=%s backing_fmt=%s", req.image.backing_file.c_str(),
-                    req.image.backing_format.c_str());
-      }
-    }
-    std::printf(" size=%llu\n", static_cast<unsigned long long>(req.image.size));
+    std::printf("%s\n", formatting_line(plan).c_str());
+    std::fflush(stdout);
   }
   return ops::create(io::posix_file_system(), plan);
 }

@@ -145,7 +145,7 @@ Result<std::optional<DedupChoice>> choose_dedup(const std::string& dedup, bool v
   QD_ASSIGN_OR_RETURN(hash::HashAlgorithm algo, hash::parse_hash_name(dedup));
   DedupChoice c{algo, verify};
   QD_TRY(check_choice(c, o.version));
-  if (!cluster_size_set) o.cluster_bits = 12;
+  if (!cluster_size_set) o.cluster_bits = kDedupDefaultClusterBits;
   return std::optional<DedupChoice>(c);
 }
 

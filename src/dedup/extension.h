@@ -81,6 +81,9 @@ struct DedupChoice {
   bool verify = false;  // compare bytes before sharing (dedup_verify=on)
 };
 
+// The cluster size of a new dedup image unless one is given: 4 KiB.
+inline constexpr uint32_t kDedupDefaultClusterBits = 12;
+
 // The dedup policy of a new image (`create`, `convert`): the hash named by
 // `dedup=` ("off": nullopt), collision resistant unless `verify`; compat 1.1
 // (the index's autoclear bit needs a version 3 header); 4 KiB clusters unless

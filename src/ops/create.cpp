@@ -15,12 +15,18 @@ Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
   if (req.format != "qcow2" && req.format != "raw") {
     return invalid_argument("unknown format '" + req.format + "' (qcow2 or raw)");
   }
-  for (const std::string& o : job.options) QD_TRY(apply_create_options(o, req));
+  auto at_file = [&](const Status& s) { return job.file.empty() ? s : s.with_prefix(job.file); };
+  for (const std::string& o : job.options) QD_TRY(at_file(parse_create_options(o, req)));
   if (req.help) return plan;
   if (job.file.empty()) return invalid_argument("expecting a file name");
-  auto at_file = [&](const Status& s) { return s.with_prefix(job.file); };
-  if (!job.backing.empty()) req.image.backing_file = job.backing;
-  if (!job.backing_format.empty()) req.image.backing_format = job.backing_format;
+  if (!job.backing.empty()) {
+    req.image.backing_file = job.backing;
+    req.given["backing_file"] = job.backing;
+  }
+  if (!job.backing_format.empty()) {
+    req.image.backing_format = job.backing_format;
+    req.given["backing_fmt"] = job.backing_format;
+  }
   if (!job.size.empty()) {
     auto parsed = parse_size(job.size);
     if (!parsed) return at_file(parsed.status());
@@ -29,13 +35,13 @@ Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
   if (req.dedup != "off" && req.format != "qcow2") {
     return at_file(invalid_argument("dedup needs the qcow2 format"));
   }
-  QD_TRY(at_file(dedup::apply_dedup_create_options(req.dedup, req.dedup_verify == "on",
-                                                   req.cluster_size_set, req.image)));
   if (req.format == "raw" && (!req.image.backing_file.empty())) {
     return at_file(invalid_argument("raw images have no backing file"));
   }
-  QD_TRY(at_file(qcow2::validate_create_options(req.image)));
   if (!req.image.backing_file.empty()) {
+    if (req.image.backing_format.empty()) {
+      return at_file(invalid_argument("backing file specified without backing format (use -F)"));
+    }
     // Like qemu-img: the backing file must open, and gives the size if none.
     qcow2::OpenRequest b;
     b.path = qcow2::resolve_backing_path(job.file, req.image.backing_file);
@@ -47,8 +53,13 @@ Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
   }
   if (!req.size) return at_file(invalid_argument("image creation needs a size parameter"));
   req.image.size = *req.size;
-  QD_TRY(at_file(qcow2::validate_create_options(req.image)));
   return plan;
+}
+
+uint64_t planned_cluster_size(const CreateRequest& req) {
+  if (req.cluster_size_set) return req.cluster_size;
+  return uint64_t{1} << (req.dedup != "off" ? dedup::kDedupDefaultClusterBits
+                                            : qcow2::CreateOptions{}.cluster_bits);
 }
 
 namespace {
@@ -66,9 +77,14 @@ Status write_image(io::File& file, const CreateRequest& req) {
 
 Status create(io::FileSystem& fs, const CreatePlan& plan) {
   auto at_file = [&](const Status& s) { return s.with_prefix(plan.file); };
+  CreateRequest req = plan.request;
+  QD_TRY(at_file(resolve_create_options(req)));
+  QD_TRY(at_file(dedup::apply_dedup_create_options(req.dedup, req.dedup_verify == "on",
+                                                   req.cluster_size_set, req.image)));
+  QD_TRY(at_file(qcow2::validate_create_options(req.image)));
   QD_ASSIGN_OR_RETURN(auto beside, io::FileBeside::begin(fs, plan.file).with_prefix(plan.file));
   std::unique_ptr<io::File> file = beside->take_file();
-  QD_TRY(at_file(write_image(*file, plan.request)));
+  QD_TRY(at_file(write_image(*file, req)));
   file.reset();
   return at_file(beside->commit(true));
 }

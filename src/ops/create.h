@@ -30,7 +30,12 @@ struct CreatePlan {
 // Errors are prefixed with the file at fault.
 Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job);
 
-// Writes the planned image to a new file beside plan.file, then renames it
+// The cluster size given, or the default (4 KiB with dedup, else 64 KiB):
+// what the image gets if the options check out.
+uint64_t planned_cluster_size(const CreateRequest& req);
+
+// Checks the planned values (resolve_create_options, the dedup policy, their
+// combination), then writes the planned image to a new file beside plan.file, then renames it
 // into place: a failed create leaves no file, and never damages (or replaces
 // while someone uses it) an existing one.
 Status create(io::FileSystem& fs, const CreatePlan& plan);

@@ -32,46 +32,22 @@ constexpr OptionHelp kOptions[] = {
     {"size=<size>", "Virtual disk size"},
 };
 
-Status apply_one(const std::string& key, const std::string& value, CreateRequest& req) {
+Status parse_one(const std::string& key, const std::string& value, CreateRequest& req) {
   qcow2::CreateOptions& o = req.image;
   if (key == "size") {
     QD_ASSIGN_OR_RETURN(uint64_t s, parse_size(value));
     req.size = s;
   } else if (key == "cluster_size") {
-    QD_ASSIGN_OR_RETURN(uint64_t cs, parse_size(value));
-    if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)) != 0) {
-      return invalid_argument("cluster size must be a power of two between 512 and 2048k");
-    }
-    o.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(cs));
+    QD_ASSIGN_OR_RETURN(req.cluster_size, parse_size(value));
     req.cluster_size_set = true;
-  } else if (key == "compat") {
-    if (value == "0.10" || value == "v2") {
-      o.version = 2;
-    } else if (value == "1.1" || value == "v3") {
-      o.version = 3;
-    } else {
-      return invalid_argument("invalid compatibility version '" + value + "'");
-    }
   } else if (key == "lazy_refcounts") {
     QD_ASSIGN_OR_RETURN(o.lazy_refcounts, parse_bool(key, value));
   } else if (key == "extended_l2") {
     QD_ASSIGN_OR_RETURN(o.extended_l2, parse_bool(key, value));
   } else if (key == "refcount_bits") {
-    uint64_t bits = 0;
     auto r = parse_size(value);
-    if (r) bits = *r;
-    if (!r || bits == 0 || bits > 64 || (bits & (bits - 1)) != 0) {
-      return invalid_argument("refcount width must be a power of two and may not exceed 64 bits");
-    }
-    o.refcount_order = static_cast<uint32_t>(__builtin_ctzll(bits));
-  } else if (key == "compression_type") {
-    if (value == "zlib") {
-      o.compression_type = qcow2::kCompressionZlib;
-    } else if (value == "zstd") {
-      o.compression_type = qcow2::kCompressionZstd;
-    } else {
-      return invalid_argument("invalid compression type '" + value + "' (zlib or zstd)");
-    }
+    if (!r) return invalid_argument("option refcount_bits: '" + value + "' is not a number");
+    req.refcount_bits = *r;
   } else if (key == "backing_file") {
     o.backing_file = value;
   } else if (key == "backing_fmt") {
@@ -81,17 +57,16 @@ Status apply_one(const std::string& key, const std::string& value, CreateRequest
   } else if (key == "dedup_verify") {
     QD_ASSIGN_OR_RETURN(bool v, parse_bool(key, value));
     req.dedup_verify = v ? "on" : "off";
-  } else if (key == "preallocation") {
-    if (value != "off") return unsupported("preallocation=" + value + " is not supported");
-  } else {
+  } else if (key != "compat" && key != "compression_type" && key != "preallocation") {
     return invalid_argument("invalid option '" + key + "'");
   }
+  req.given[key] = value;
   return Status::ok();
 }
 
 }  // namespace
 
-Status apply_create_options(const std::string& text, CreateRequest& req) {
+Status parse_create_options(const std::string& text, CreateRequest& req) {
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
@@ -106,9 +81,58 @@ Status apply_create_options(const std::string& text, CreateRequest& req) {
     if (eq == std::string::npos) {
       return invalid_argument("option '" + item + "' needs a value (key=value)");
     }
-    QD_TRY(apply_one(item.substr(0, eq), item.substr(eq + 1), req));
+    QD_TRY(parse_one(item.substr(0, eq), item.substr(eq + 1), req));
   }
   return Status::ok();
+}
+
+Status resolve_create_options(CreateRequest& req) {
+  qcow2::CreateOptions& o = req.image;
+  auto given = [&](const char* key) -> const std::string* {
+    auto it = req.given.find(key);
+    return it == req.given.end() ? nullptr : &it->second;
+  };
+  if (req.cluster_size_set) {
+    const uint64_t cs = req.cluster_size;
+    if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)) != 0) {
+      return invalid_argument("cluster size must be a power of two between 512 and 2048k");
+    }
+    o.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(cs));
+  }
+  if (const std::string* v = given("compat")) {
+    if (*v == "0.10" || *v == "v2") {
+      o.version = 2;
+    } else if (*v == "1.1" || *v == "v3") {
+      o.version = 3;
+    } else {
+      return invalid_argument("invalid compatibility version '" + *v + "'");
+    }
+  }
+  if (given("refcount_bits")) {
+    const uint64_t bits = req.refcount_bits;
+    if (bits == 0 || bits > 64 || (bits & (bits - 1)) != 0) {
+      return invalid_argument("refcount width must be a power of two and may not exceed 64 bits");
+    }
+    o.refcount_order = static_cast<uint32_t>(__builtin_ctzll(bits));
+  }
+  if (const std::string* v = given("compression_type")) {
+    if (*v == "zlib") {
+      o.compression_type = qcow2::kCompressionZlib;
+    } else if (*v == "zstd") {
+      o.compression_type = qcow2::kCompressionZstd;
+    } else {
+      return invalid_argument("invalid compression type '" + *v + "' (zlib or zstd)");
+    }
+  }
+  if (const std::string* v = given("preallocation"); v && *v != "off") {
+    return unsupported("preallocation=" + *v + " is not supported");
+  }
+  return Status::ok();
+}
+
+Status apply_create_options(const std::string& text, CreateRequest& req) {
+  QD_TRY(parse_create_options(text, req));
+  return resolve_create_options(req);
 }
 
 std::string create_options_help() {

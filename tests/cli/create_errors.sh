@@ -4,8 +4,16 @@
 # shellcheck source=../lib/common.bash
 source "$QDEDUP_TESTS/lib/common.bash"
 
+qemu_ok=1
+command -v qemu-img >/dev/null 2>&1 || qemu_ok=0
+
 # Runs `qdedup create ARGS...` in a fresh empty directory and checks the error contract;
-# KEY must appear in the message so that the test knows *why* create failed.
+# KEY must appear in the message so that the test knows *why* create failed. Like
+# qemu-img, create prints its "Formatting" line before the errors it finds in the
+# option values (and not before errors of syntax, type or the backing file): stdout
+# must be what `qemu-img create ARGS...` prints, where qemu-img knows every option;
+# with qdedup's own options or formats it does not write, nothing or one "Formatting"
+# line.
 case_no=0
 create_fails() {
   local key=$1
@@ -15,11 +23,28 @@ create_fails() {
   mkdir "$dir"
   cd "$dir" || exit 1
   run "$QDEDUP" create "$@"
+  local got
+  got=$(cat "$out")
+  : >"$out"
+  local want="" compare=0
+  if [ "$qemu_ok" = 1 ] && [[ "$*" != *dedup* && "$*" != *vmdk* ]]; then
+    compare=1
+    mkdir "$dir.qemu"
+    want=$(cd "$dir.qemu" && qemu-img create "$@" 2>/dev/null)
+    rm -rf "$dir.qemu"
+  fi
   cd "$TEST_TMP" || exit 1
   local what="create $*"
   expect_error "$what"
   expect_err_has "$key" "$what"
   expect_empty_dir "$dir" "$what"
+  if [ "$compare" = 1 ]; then
+    expect_eq "$want" "$got" "$what: stdout as qemu-img's"
+  elif [ -n "$got" ] && ! [[ "$got" == "Formatting '"* && "$got" != *$'\n'* ]]; then
+    fail "$what: stdout is neither empty nor one Formatting line: $got"
+  else
+    pass
+  fi
   rm -rf "$dir"
 }
 
@@ -59,14 +84,13 @@ create_fails "backing format" -f qcow2 -b base.qcow2 a.qcow2 1G
 create_fails "missing.qcow2" -f qcow2 -b missing.qcow2 -F qcow2 a.qcow2
 
 # A failed create leaves an existing file at the target name untouched.
-qemu_ok=1
-command -v qemu-img >/dev/null 2>&1 || qemu_ok=0
 mkdir keep
 printf 'precious data\n' >keep/a.qcow2
 before=$(sha256sum keep/a.qcow2)
 for bad in "-o cluster_size=1000" "-o refcount_bits=3" "-o dedup=md5" "-f vmdk"; do
   # shellcheck disable=SC2086  # $bad is two words on purpose
   run "$QDEDUP" create $bad keep/a.qcow2 1G
+  : >"$out"  # the Formatting line: create_fails checks it
   expect_error "create $bad over an existing file"
   expect_eq "$before" "$(sha256sum keep/a.qcow2)" "create $bad over an existing file: content"
   expect_eq "a.qcow2" "$(ls -A keep)" "create $bad over an existing file: directory"
@@ -79,6 +103,7 @@ if [ "$qemu_ok" = 1 ]; then
   qemu-img create -q -f qcow2 keep/b.qcow2 1M
   before=$(sha256sum keep/b.qcow2)
   run "$QDEDUP" create -f qcow2 -o refcount_bits=3 keep/b.qcow2 1G
+  : >"$out"  # the Formatting line: create_fails checks it
   expect_error "create over an existing qcow2 with a bad option"
   expect_eq "$before" "$(sha256sum keep/b.qcow2)" "existing qcow2 after a failed create"
 fi

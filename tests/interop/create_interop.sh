@@ -25,8 +25,15 @@ case_create() {
   if [ "$rc" -ne 0 ]; then
     return 1
   fi
-  run qemu-img create -q -f qcow2 "$@" "$name.ref.qcow2" ${size:+"$size"}
+  local line
+  line=$(cat "$out")
+  run qemu-img create -f qcow2 "$@" "$name.ref.qcow2" ${size:+"$size"}
   expect_status 0 "qemu-img create $* $name.ref.qcow2 $size"
+  # The "Formatting" line: the same options, values and order as qemu-img's.
+  local ref_line
+  ref_line=$(cat "$out")
+  expect_eq "${ref_line/"'$name.ref.qcow2'"/"'$name.qcow2'"}" "$line" \
+    "$name: the Formatting line (- qemu-img, + qdedup)"
   expect_check_clean "$name.qcow2" "$name: new image"
   expect_info_same "$name: new image" "$name.qcow2"
   expect_eq "$(qemu_info_core "$name.qcow2")" "$(qemu_info_core "$name.ref.qcow2")" \
