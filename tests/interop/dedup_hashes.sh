@@ -40,7 +40,12 @@ run "$QDEDUP" convert -O qcow2 -o dedup=xxh3 in.raw x.qcow2
 expect_error "xxh3 without dedup_verify"
 expect_err_has "dedup_verify=on" "the error says what xxh3 needs"
 run "$QDEDUP" create -f qcow2 -o dedup=xxh3 x.qcow2 1M
+# The value is judged after the Formatting line, as qemu-img judges values.
+expect_eq "Formatting 'x.qcow2', fmt=qcow2 cluster_size=4096 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16 dedup=xxh3" \
+  "$(cat "$out")" "create with xxh3 without dedup_verify: the Formatting line first"
+: >"$out"
 expect_error "create with xxh3 without dedup_verify"
+expect_err_has "x.qcow2: dedup=xxh3 is not collision resistant" "create names the file and the reason"
 
 # Patch the algorithm id (offset 4 of the extension's data) to 99.
 cp sha256.qcow2 unknown.qcow2
