@@ -158,6 +158,12 @@ Result<Usage> measure_usage(io::File& file, CheckAnalysis& a, const UsageOptions
   for (uint64_t c = 0, n = m.data.size(); c < n; ++c) {
     if (!m.data[c]) continue;
     const uint64_t refs = computed.get(c);
+    if (refs == 0) {
+      // Data the check could not count (a compressed entry it rejects): not
+      // free, though nothing counted and the stored refcount may be 0.
+      std::optional<uint64_t> stored = a.stored_refcount(file, c);
+      if (stored && *stored == 0 && u.free_clusters > 0) --u.free_clusters;
+    }
     ++u.host_data_clusters;
     if (m.compressed[c]) ++u.host_compressed_clusters;
     if (!m.active[c]) ++u.snapshot_only_host_clusters;
