@@ -13,6 +13,8 @@
 
 int main(int argc, char** argv) {
   using qdedup::commands::command_table;
+  using qdedup::commands::program_name;
+  qdedup::commands::set_program_name(argc > 0 ? argv[0] : nullptr);
   CLI::App app{"qdedup: cluster-level deduplication for QCOW2 disk images, "
                "compatible with stock QEMU"};
   app.name("qdedup");
@@ -30,7 +32,8 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const auto& cmd : command_table()) known |= std::string(argv[1]) == cmd.name;
     if (!known) {
-      std::fprintf(stderr, "qdedup: unknown command '%s' (see 'qdedup --help')\n", argv[1]);
+      std::fprintf(stderr, "%s: unknown command '%s' (see 'qdedup --help')\n", program_name(),
+                   argv[1]);
       return qdedup::commands::kExitError;
     }
   }
@@ -52,12 +55,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "qdedup: %s\n", e.what());
+    std::fprintf(stderr, "%s: %s\n", program_name(), e.what());
     return qdedup::commands::kExitError;
   }
 
   auto logger = spdlog::stderr_color_mt("qdedup");
-  logger->set_pattern("qdedup: %v");
+  logger->set_pattern(std::string(program_name()) + ": %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(verbose ? spdlog::level::debug
                             : quiet ? spdlog::level::warn : spdlog::level::info);

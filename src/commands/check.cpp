@@ -124,7 +124,8 @@ int run_check(const CheckArgs& a) {
   const ops::CheckReport& result = *checked;
   const std::string who = escape_for_display(a.file);
   if (result.format == "raw") {
-    std::fprintf(stderr, "qdedup: %s: this image format (raw) does not support checks\n", who.c_str());
+    std::fprintf(stderr, "%s: %s: this image format (raw) does not support checks\n",
+                 program_name(), who.c_str());
     return kExitNoChecks;
   }
   const qcow2::CheckCounts& c = result.counts;
@@ -144,8 +145,8 @@ int run_check(const CheckArgs& a) {
   }
   std::fflush(stdout);
   if (c.check_errors) {
-    std::fprintf(stderr, "qdedup: %s: check failed: %llu internal errors\n", who.c_str(),
-                 static_cast<unsigned long long>(c.check_errors));
+    std::fprintf(stderr, "%s: %s: check failed: %llu internal errors\n", program_name(),
+                 who.c_str(), static_cast<unsigned long long>(c.check_errors));
     return kExitError;
   }
   return check_exit_status(c.corruptions, c.leaks);

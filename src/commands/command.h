@@ -52,7 +52,12 @@ inline int check_exit_status(uint64_t corruptions, uint64_t leaks) {
   return kExitOk;
 }
 
-// Prints "qdedup: <message>" on stderr and returns kExitError.
+// The name diagnostics start with: the last component of argv[0], as qemu-img and most Unix
+// tools name themselves ("qdedup" when run as qdedup, and when argv[0] is empty).
+const char* program_name();
+void set_program_name(const char* argv0);
+
+// Prints "<program>: <message>" on stderr and returns kExitError.
 int report_error(const Status& status);
 // True after -q: commands print results only.
 bool quiet();

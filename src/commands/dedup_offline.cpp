@@ -300,7 +300,7 @@ int run_dedup_offline(const DedupOfflineArgs& a) {
   std::signal(SIGTERM, SIG_DFL);
   for (const auto& i : r.images) {
     if (i.outcome == ops::ImageOutcome::kFailed) {
-      std::fprintf(stderr, "qdedup: %s: %s\n", escape_for_display(i.file).c_str(),
+      std::fprintf(stderr, "%s: %s: %s\n", program_name(), escape_for_display(i.file).c_str(),
                    escape_for_display(i.error).c_str());
     }
   }

@@ -255,7 +255,7 @@ int run_metrics(const MetricsArgs& a) {
   const ops::MetricsReport r = ops::metrics(io::posix_file_system(), job);
   for (const ImageMetrics& m : r.images) {
     if (m.error.empty()) continue;
-    std::fprintf(stderr, "qdedup: %s: %s\n", escape_for_display(m.file).c_str(),
+    std::fprintf(stderr, "%s: %s: %s\n", program_name(), escape_for_display(m.file).c_str(),
                  escape_for_display(m.error).c_str());
   }
   const std::string output = a.json ? "json" : a.output;

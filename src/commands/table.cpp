@@ -1,6 +1,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <string>
 
 #include "commands/command.h"
 
@@ -46,8 +47,24 @@ class HelpFormatter : public CLI::Formatter {
 
 std::shared_ptr<CLI::Formatter> help_formatter() { return std::make_shared<HelpFormatter>(); }
 
+namespace {
+std::string& program_name_storage() {
+  static std::string name = "qdedup";
+  return name;
+}
+}  // namespace
+
+const char* program_name() { return program_name_storage().c_str(); }
+
+void set_program_name(const char* argv0) {
+  if (!argv0) return;
+  std::string name(argv0);
+  if (size_t slash = name.rfind('/'); slash != std::string::npos) name.erase(0, slash + 1);
+  if (!name.empty()) program_name_storage() = name;
+}
+
 int report_error(const Status& status) {
-  std::fprintf(stderr, "qdedup: %s\n", status.message().c_str());
+  std::fprintf(stderr, "%s: %s\n", program_name(), status.message().c_str());
   return kExitError;
 }
 

@@ -10,9 +10,13 @@ namespace qdedup::ops {
 namespace {
 
 // One full pass: qcow2 structures, then the dedup index. `log` false: silent.
-Result<CheckReport> check_pass(io::File& file, const CheckJob& job, bool log) {
+// `before_repair`: the pass -r all repairs from, which leaves COPIED findings
+// to the repair's own lines (as qemu-img check -r all prints them).
+Result<CheckReport> check_pass(io::File& file, const CheckJob& job, bool log,
+                               bool before_repair = false) {
   qcow2::CheckOptions co;
   if (log) co.log = job.log;
+  co.quiet_copied = before_repair;
   QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis an, qcow2::analyse_image(file, co));
   dedup::DedupCheckOptions dopt;
   dopt.verify_hashes = job.verify_hashes && log;
@@ -99,7 +103,8 @@ Result<CheckReport> check(io::FileSystem& fs, const CheckJob& job) {
   if (format != "qcow2") {
     return invalid_argument(who + ": unknown format '" + escape_for_display(format) + "'");
   }
-  QD_ASSIGN_OR_RETURN(CheckReport first, check_pass(*file, job, true).with_prefix(who));
+  const bool repair_all = job.repair == qcow2::RepairMode::kAll;
+  QD_ASSIGN_OR_RETURN(CheckReport first, check_pass(*file, job, true, repair_all).with_prefix(who));
   if (!job.repair) return first;
   return repair(fs, *file, job, first).with_prefix(who + ": check failed");
 }

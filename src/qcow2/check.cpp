@@ -252,8 +252,8 @@ Status Analyser::check_copied() {
     if (!rc) continue;
     if ((*rc == 1) != ((l1e & kOflagCopied) != 0)) {
       if (*rc == 1) ++a_.copied_missing;
-      corrupt("ERROR OFLAG_COPIED L2 cluster: l1_index=" + dec(i) + " l1_entry=" + hex_digits(l1e) +
-              " refcount=" + dec(*rc));
+      copied_mismatch("ERROR OFLAG_COPIED L2 cluster: l1_index=" + dec(i) + " l1_entry=" +
+                      hex_digits(l1e) + " refcount=" + dec(*rc));
     }
     QD_TRY(file_.read_or_zero(l2, table));
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
@@ -264,8 +264,8 @@ Status Analyser::check_copied() {
       if (!drc) continue;
       if ((*drc == 1) != e.copied()) {
         if (*drc == 1) ++a_.copied_missing;
-        corrupt("ERROR OFLAG_COPIED data cluster: l2_entry=" + hex_digits(e.word) +
-                " refcount=" + dec(*drc));
+        copied_mismatch("ERROR OFLAG_COPIED data cluster: l2_entry=" + hex_digits(e.word) +
+                        " refcount=" + dec(*drc));
       }
     }
   }

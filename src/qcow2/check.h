@@ -140,6 +140,8 @@ struct CheckAnalysis {
   // refcount is 1: harmless (QEMU leaves them after its copy-on-write ends a
   // sharing, and a crash of the write path between its steps 2 and 3 can).
   uint64_t copied_missing = 0;
+  // Of the corruptions, every OFLAG_COPIED mismatch (copied_missing included).
+  uint64_t copied_mismatches = 0;
   // Clusters below the end of the file that nothing references and whose
   // stored refcount is 0.
   uint64_t free_clusters = 0;
@@ -179,6 +181,10 @@ struct CheckAnalysis {
 struct CheckOptions {
   CheckLog log;  // may be empty
   bool tally_mappings = false;  // fill CheckAnalysis::mappings
+  // Counts OFLAG_COPIED mismatches without logging them: qemu-img check -r all
+  // judges COPIED against the repaired refcounts and prints only its
+  // "Repairing OFLAG_COPIED" lines, which the repair prints here too.
+  bool quiet_copied = false;
 };
 
 // Analyses the image in `file` (read-only). Fails (check could not complete)

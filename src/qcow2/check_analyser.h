@@ -38,6 +38,11 @@ class Analyser {
     ++a_.counts.corruptions;
     log(line);
   }
+  void copied_mismatch(const std::string& line) {
+    ++a_.counts.corruptions;
+    ++a_.copied_mismatches;
+    if (!o_.quiet_copied) log(line);
+  }
   // What a counted reference is, for finding guest data that aliases metadata.
   enum Use : uint8_t { kMetadata = 0, kGuestData = 1 };
   // qcow2_inc_refcounts_imrt: counts a reference to every cluster of a byte

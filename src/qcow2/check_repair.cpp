@@ -390,7 +390,7 @@ Result<RepairSummary> Repairer::run() {
       }
     }
     if (pending_rebuild_fixed_) {
-      uint64_t now = a.counts.corruptions;
+      uint64_t now = a.counts.corruptions - a.copied_mismatches;
       if (now < corruptions_before_rebuild_) summary_.corruptions_fixed += corruptions_before_rebuild_ - now;
       pending_rebuild_fixed_ = false;
     }
@@ -412,7 +412,9 @@ Result<RepairSummary> Repairer::run() {
       QD_TRY(rebuild_refcounts(a));
       rebuilt_ = true;
       pending_rebuild_fixed_ = true;
-      corruptions_before_rebuild_ = a.counts.corruptions;
+      // COPIED mismatches are counted when the COPIED pass mends them (those
+      // the rebuild made right were never wrong against the true refcounts).
+      corruptions_before_rebuild_ = a.counts.corruptions - a.copied_mismatches;
       rebuilt_last_round = true;
       continue;
     }

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# QEMU's own qcow2 tests (qemu-iotests) with qdedup standing in for qemu-img.
+#
+# The tests come from Debian's source package of the installed QEMU, so that they match
+# the binaries: `apt-get source --download-only qemu=VERSION` (a deb-src entry for
+# bookworm is added when there is none), unpacked with dpkg-source (Debian's patches
+# applied) into the cache directory. Nothing of QEMU is kept in this repository.
+#
+# The runner wants a system emulator and a storage daemon to start; stubs answer
+# `-machine help`, and the tests that need a real guest are not in the list.
+#
+#   run.sh [--jobs N] [TEST...]   runs the tests of pass-with-qemu-img.txt (or those
+#                                 named) with tests/iotests/standin/qemu-img as
+#                                 qemu-img; exits non-zero when one that passes with
+#                                 stock qemu-img fails with qdedup and is not listed in
+#                                 differences.txt, or when a listed one passes
+#   run.sh --baseline             runs every qcow2 test with stock qemu-img and rewrites
+#                                 pass-with-qemu-img.txt with those that pass
+#
+# Environment: QDEDUP (the binary; default build/qdedup), QDEDUP_IOTESTS_CACHE (where
+# the source goes; default build/iotests).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+QDEDUP=${QDEDUP:-$root/build/qdedup}
+cache=${QDEDUP_IOTESTS_CACHE:-$root/build/iotests}
+baseline_list=$here/pass-with-qemu-img.txt
+differences=$here/differences.txt
+jobs=2
+mode=standin
+tests=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --baseline) mode=baseline ;;
+    --jobs) jobs=$2; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) tests+=("$1") ;;
+  esac
+  shift
+done
+
+say() { printf 'iotests: %s\n' "$*"; }
+die() { printf 'iotests: error: %s\n' "$*" >&2; exit 1; }
+
+# --- the source of the installed QEMU --------------------------------------------------
+version=$(dpkg-query -W -f='${source:Version}' qemu-utils 2>/dev/null) ||
+  die "qemu-utils is not installed"
+# The epoch's colon would split PYTHONPATH, which the runner builds from this path.
+src=$cache/qemu-${version//:/_}
+iotests=$src/tests/qemu-iotests
+if [ ! -x "$iotests/check" ]; then
+  say "fetching Debian's source of qemu $version"
+  mkdir -p "$cache"
+  if ! apt-get source --download-only --print-uris "qemu=$version" >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || die "no deb-src entry for qemu; as root this script adds one"
+    cat >/etc/apt/sources.list.d/qdedup-deb-src.sources <<'EOF'
+# Added by qdedup's tests/iotests/run.sh: QEMU's source package, for its iotests.
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+  fi
+  dl=$(mktemp -d "$cache/download.XXXXXX")
+  (cd "$dl" && apt-get source --download-only "qemu=$version" >/dev/null 2>&1) ||
+    die "apt-get source --download-only qemu=$version failed"
+  rm -rf "$src.tmp"
+  dpkg-source --no-check -x "$dl"/qemu_*.dsc "$src.tmp" >/dev/null ||
+    die "dpkg-source -x failed"
+  # Keep what the tests need: the iotests, and the Python modules they import.
+  mkdir -p "$src/tests"
+  rm -rf "$iotests" "$src/python"
+  mv "$src.tmp/tests/qemu-iotests" "$iotests"
+  mv "$src.tmp/python" "$src/python"
+  rm -rf "$src.tmp" "$dl" "$cache"/qemu_*  # dpkg-source links the tarballs next to it
+fi
+
+# --- stubs and the environment ---------------------------------------------------------
+work=$cache/run-$mode
+rm -rf "$work"
+mkdir -p "$work/bin" "$work/scratch"
+cat >"$work/bin/qemu-system-x86_64" <<'EOF'
+#!/bin/sh
+# Stand-in for a system emulator: answers the iotests runner's `-machine help`.
+if [ "$1" = "-machine" ] && [ "$2" = "help" ]; then
+  echo "Supported machines are:"
+  echo "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)"
+  echo "pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)"
+  exit 0
+fi
+echo "qemu-system-x86_64: not available in qdedup's iotests run" >&2
+exit 1
+EOF
+cp "$work/bin/qemu-system-x86_64" "$work/bin/qemu-storage-daemon"
+chmod +x "$work/bin/"*
+
+export QEMU_PROG=$work/bin/qemu-system-x86_64
+export QSD_PROG=$work/bin/qemu-storage-daemon
+export QEMU_IO_PROG=/usr/bin/qemu-io
+export QEMU_NBD_PROG=/usr/bin/qemu-nbd
+export TEST_DIR=$work/scratch
+export QDEDUP_IOTESTS_CALLS=$work/calls.log
+: >"$QDEDUP_IOTESTS_CALLS"
+if [ "$mode" = baseline ]; then
+  export QEMU_IMG_PROG=/usr/bin/qemu-img
+else
+  [ -x "$QDEDUP" ] || die "no qdedup binary at $QDEDUP (build first)"
+  export QDEDUP QDEDUP_REAL_QEMU_IMG=/usr/bin/qemu-img
+  export QEMU_IMG_PROG=$here/standin/qemu-img
+fi
+
+# run_check OUT TEST...: runs the tests (all qcow2 tests when none), TAP on OUT.tap, the
+# diffs of failing tests on OUT.diff; prints nothing.
+run_check() {
+  local out=$1
+  shift
+  (cd "$iotests" && ./check -qcow2 -j "$jobs" -tap "$@") >"$out.tap" 2>"$out.diff" || true
+}
+# tap_status TAP STATUS: the tests of TAP with STATUS (pass, fail, notrun), one a line.
+tap_status() {
+  case $2 in
+    pass) grep '^ok qcow2 ' "$1" | grep -v '# SKIP' | awk '{print $3}' ;;
+    notrun) grep '^ok qcow2 .*# SKIP' "$1" | awk '{print $3}' ;;
+    fail) grep '^not ok qcow2 ' "$1" | awk '{print $4}' ;;
+  esac | sort
+}
+
+if [ "$mode" = baseline ]; then
+  say "running every qcow2 test with stock qemu-img ($version)"
+  run_check "$work/result"
+  {
+    echo "# qcow2 iotests that pass with stock qemu-img, qemu-utils $version, on Debian 12"
+    echo "# without a system emulator. Regenerate: bash tests/iotests/run.sh --baseline"
+    tap_status "$work/result.tap" pass
+  } >"$baseline_list"
+  say "$(tap_status "$work/result.tap" pass | wc -l) pass," \
+    "$(tap_status "$work/result.tap" fail | wc -l) fail," \
+    "$(tap_status "$work/result.tap" notrun | wc -l) not run; wrote $baseline_list"
+  exit 0
+fi
+
+# --- qdedup standing in ------------------------------------------------------------------
+mapfile -t expected < <(grep -v '^#' "$baseline_list" | sed '/^$/d')
+[ ${#tests[@]} -gt 0 ] || tests=("${expected[@]}")
+# differences.txt: "TEST  deliberate|open  reason" (deliberate: qdedup differs on purpose,
+# README "Where qdedup differs from qemu-img"; open: a gap still to close).
+declare -A listed=()
+while read -r name kind reason; do
+  [ -n "$name" ] && [ "${name:0:1}" != "#" ] || continue
+  listed[$name]="$kind: $reason"
+done <"$differences"
+
+say "running ${#tests[@]} qcow2 tests with qdedup standing in for qemu-img ($version)"
+run_check "$work/result" "${tests[@]}"
+mapfile -t failed < <(tap_status "$work/result.tap" fail)
+mapfile -t passed < <(tap_status "$work/result.tap" pass)
+
+# A failure not listed is checked once more with stock qemu-img: if that fails too, this
+# machine cannot run the test and it says nothing about qdedup.
+unexpected=() env_failures=()
+for t in "${failed[@]}"; do
+  [ -z "${listed[$t]:-}" ] || continue
+  unexpected+=("$t")
+done
+if [ ${#unexpected[@]} -gt 0 ]; then
+  QEMU_IMG_PROG=/usr/bin/qemu-img TEST_DIR=$work/scratch-stock run_check "$work/stock" \
+    "${unexpected[@]}"
+  mapfile -t stock_failed < <(tap_status "$work/stock.tap" fail)
+  for t in "${stock_failed[@]}"; do env_failures+=("$t"); done
+fi
+
+status=0
+for t in "${failed[@]}"; do
+  if [ -n "${listed[$t]:-}" ]; then
+    say "fail $t (listed, ${listed[$t]})"
+  elif [[ " ${env_failures[*]} " == *" $t "* ]]; then
+    say "fail $t (fails with stock qemu-img here too: not counted)"
+  else
+    say "FAIL $t: passes with stock qemu-img, not with qdedup"
+    status=1
+  fi
+done
+for t in "${passed[@]}"; do
+  if [ -n "${listed[$t]:-}" ]; then
+    say "STALE $t passes now: remove it from differences.txt (${listed[$t]})"
+    status=1
+  fi
+done
+if [ "$status" -ne 0 ]; then
+  say "diffs of the failing tests (first 400 lines):"
+  head -n 400 "$work/result.diff" | sed 's/^/    /'
+fi
+
+say "${#passed[@]}/${#tests[@]} iotests pass with qdedup standing in for qemu-img"
+say "calls served by qdedup, per subcommand (served/all):"
+for sub in create check info convert; do
+  served=$(grep -c "^served $sub\$" "$QDEDUP_IOTESTS_CALLS" || true)
+  all=$(grep -c "^\(served\|passed\) $sub\b" "$QDEDUP_IOTESTS_CALLS" || true)
+  pct=$(awk -v s="$served" -v a="$all" 'BEGIN { printf "%.1f", a ? 100 * s / a : 0 }')
+  say "  $sub: $served/$all ($pct%)"
+done
+say "calls passed to qemu-img, by reason (top 12):"
+grep '^passed ' "$QDEDUP_IOTESTS_CALLS" | sort | uniq -c | sort -rn | head -12 |
+  sed 's/^/    /'
+exit "$status"
