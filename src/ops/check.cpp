@@ -1,6 +1,7 @@
 #include "ops/check.h"
 
 #include "dedup/extension.h"
+#include "dedup/resume.h"
 #include "qcow2/chain.h"
 #include "qcow2/header.h"
 #include "util/text.h"
@@ -27,15 +28,22 @@ Result<CheckReport> check_pass(io::File& file, const CheckJob& job, bool log,
   r.format = "qcow2";
   r.counts = an.counts;
   r.incompatible_features = an.header.incompatible_features;
+  r.autoclear_features = an.header.autoclear_features;
+  r.version = an.header.version;
   r.dedup = dedup::check_dedup(file, an, dopt);
   r.counts.corruptions += r.dedup.errors;
   r.counts.check_errors += r.dedup.check_errors;
   return r;
 }
 
+// Autoclear bits that a writer which knows them keeps: QEMU's and qdedup's.
+constexpr uint64_t kKnownAutoclear = qcow2::kAutoclearBitmaps | qcow2::kAutoclearDataFileRaw |
+                                     dedup::kAutoclearDedupIndex | dedup::kAutoclearResume;
+
 bool needs_repair(const CheckReport& r, qcow2::RepairMode mode, uint64_t incompatible) {
   if (r.counts.leaks || r.counts.corruptions || r.counts.check_errors) return true;
   if (incompatible & (qcow2::kIncompatDirty | qcow2::kIncompatCorrupt)) return true;
+  if (r.version >= 3 && (r.autoclear_features & ~kKnownAutoclear)) return true;
   return mode == qcow2::RepairMode::kAll && r.dedup.present && r.dedup.state != dedup::IndexState::kValid;
 }
 
@@ -64,6 +72,7 @@ Result<CheckReport> repair(io::FileSystem& fs, io::File& file, const CheckJob& j
   ro.mode = *job.repair;
   ro.log = job.log;
   ro.clear_autoclear = dedup::kAutoclearDedupIndex;
+  ro.known_autoclear = dedup::kAutoclearResume;
   QD_ASSIGN_OR_RETURN(qcow2::RepairSummary summary, qcow2::repair_image(file, ro));
   if (summary.unmapped_data && job.log) {
     job.log("Note: some guest clusters could not be kept (see the Repairing lines above); "

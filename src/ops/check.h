@@ -33,6 +33,8 @@ struct CheckReport {
   bool index_rebuilt = false;
   bool repaired = false;  // a repair ran (and counts holds the second check)
   uint64_t incompatible_features = 0;  // the header's (0 on version 2), before any repair
+  uint64_t autoclear_features = 0;     // the same
+  uint32_t version = 0;
 };
 
 // Errors are prefixed with the file's name; a repair that fails says

@@ -438,8 +438,17 @@ Result<RepairSummary> Repairer::run() {
       QD_TRY(delete_snapshots(a));
       continue;
     }
-    // Nothing left that this mode repairs: clear the dirty and corrupt bits
-    // if the image is now consistent (as qemu-img does).
+    // Nothing left that this mode repairs: clear the autoclear bits nobody
+    // here knows (as QEMU does on every writable open), and the dirty and
+    // corrupt bits if the image is now consistent (as qemu-img does).
+    const uint64_t known = kAutoclearBitmaps | kAutoclearDataFileRaw | o_.known_autoclear |
+                           o_.keep_autoclear | o_.clear_autoclear;
+    // (Once begin_write ran they are gone: this is the case with no other write,
+    // which keeps qdedup's own bits, such as a still valid dedup index.)
+    if (a.header.version >= 3 && (a.header.autoclear_features & ~known)) {
+      QD_TRY(write_u64(kOffAutoclearFeatures, a.header.autoclear_features & known));
+      QD_TRY(file_.flush());
+    }
     uint64_t bits = kIncompatDirty | kIncompatCorrupt;
     if ((a.header.incompatible_features & bits) && a.counts.corruptions == 0 &&
         a.counts.check_errors == 0 && (all || a.counts.leaks == 0)) {

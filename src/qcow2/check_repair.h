@@ -40,6 +40,10 @@ struct RepairOptions {
   // that the repair keeps true (dedup-offline's progress record: leaks and
   // COPIED flags do not change it).
   uint64_t keep_autoclear = 0;
+  // Autoclear bits unknown to QEMU that are the caller's own (qdedup's): the
+  // repair clears every other bit QEMU does not know, as QEMU does when it
+  // opens an image for writing, even when it has nothing else to repair.
+  uint64_t known_autoclear = 0;
 };
 
 struct RepairSummary {

@@ -1,6 +1,7 @@
 #include "qcow2/header.h"
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstdio>
 
 #include "qcow2/format.h"
@@ -28,14 +29,16 @@ Status decode_extension(Header& h, uint32_t type, std::span<const uint8_t> data)
       return Status::ok();
     case kExtFeatureTable:
       h.feature_names.clear();
-      for (size_t off = 0; off + kFeatureNameEntrySize <= data.size();
-           off += kFeatureNameEntrySize) {
+      // A last entry cut short counts, its missing bytes zero (QEMU reads the
+      // table into a zeroed buffer).
+      for (size_t off = 0; off + 2 <= data.size(); off += kFeatureNameEntrySize) {
         FeatureName f;
         f.type = data[off];
         f.bit = data[off + 1];
         const uint8_t* name = data.data() + off + 2;
+        const size_t room = std::min<size_t>(kFeatureNameLength, data.size() - off - 2);
         size_t len = 0;
-        while (len < kFeatureNameLength && name[len] != 0) ++len;
+        while (len < room && name[len] != 0) ++len;
         f.name.assign(reinterpret_cast<const char*>(name), len);
         h.feature_names.push_back(std::move(f));
       }
@@ -437,20 +440,22 @@ std::vector<FeatureName> default_feature_names() {
 std::string describe_features(const Header& h, uint8_t type, uint64_t bits) {
   static const char* const kTypeNames[] = {"incompatible", "compatible", "autoclear"};
   std::string out;
-  for (unsigned bit = 0; bit < 64; ++bit) {
-    if (!(bits & (uint64_t{1} << bit))) continue;
+  // As QEMU's report_unsupported_feature: the table's names in its order, up
+  // to its first entry without a name, then the bits it does not name.
+  for (const FeatureName& f : h.feature_names) {
+    if (f.name.empty()) break;
+    if (f.type != type || f.bit >= 64 || !(bits & (uint64_t{1} << f.bit))) continue;
     if (!out.empty()) out += ", ";
-    std::string name;
-    for (const FeatureName& f : h.feature_names) {
-      if (f.type == type && f.bit == bit) name = f.name;
-    }
+    out += escape_for_display(f.name);
+    bits &= ~(uint64_t{1} << f.bit);
+  }
+  if (bits) {
+    char mask[17];
+    std::snprintf(mask, sizeof mask, "%" PRIx64, bits);
     // Appends one piece at a time (GCC 12 -O3 misreports string operator+).
-    if (!name.empty()) {
-      out.append("'").append(escape_for_display(name)).append("'");
-    } else {
-      out.append("unknown ").append(kTypeNames[type < 3 ? type : 0]).append(" feature bit ");
-      out.append(std::to_string(bit)).append(" (").append(hex(uint64_t{1} << bit)).append(")");
-    }
+    if (!out.empty()) out += ", ";
+    out.append("Unknown ").append(kTypeNames[type < 3 ? type : 0]).append(" feature: ");
+    out.append(mask);
   }
   return out;
 }

@@ -103,8 +103,9 @@ Result<std::vector<uint8_t>> encode_header(const Header& h);
 // The feature name table QEMU 7.2 writes, plus qdedup's own entries.
 std::vector<FeatureName> default_feature_names();
 
-// "dirty bit, 0x20 (unknown)" style description of `bits` of feature `type`,
-// using the image's own table where it names them.
+// `bits` of feature `type` as QEMU describes unsupported features ("dirty bit,
+// Unknown incompatible feature: 20"): the names the image's own table gives, in
+// its order, then the mask of the bits it does not name.
 std::string describe_features(const Header& h, uint8_t type, uint64_t bits);
 
 }  // namespace qdedup::qcow2
