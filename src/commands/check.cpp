@@ -7,6 +7,7 @@
 #include "commands/command.h"
 #include "io/file_system.h"
 #include "ops/check.h"
+#include "util/qemu_json.h"
 #include "util/text.h"
 
 namespace qdedup::commands {
@@ -138,7 +139,7 @@ int run_check(const CheckArgs& a) {
   }
   if (!quiet()) {
     if (a.output == "json") {
-      std::cout << to_json(result, a).dump(4) << "\n";
+      std::cout << qemu_json(to_json(result, a)) << "\n";
     } else {
       print_human(result);
     }

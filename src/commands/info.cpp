@@ -11,6 +11,7 @@
 #include "dedup/extension.h"
 #include "io/file_system.h"
 #include "ops/info.h"
+#include "util/qemu_json.h"
 #include "util/size.h"
 #include "util/text.h"
 
@@ -212,9 +213,9 @@ std::function<int()> register_info(CLI::App& app) {
       if (a->backing_chain) {
         ordered_json arr = ordered_json::array();
         for (const auto& i : *infos) arr.push_back(entry_json(i));
-        std::cout << arr.dump(4) << "\n";
+        std::cout << qemu_json(arr) << "\n";
       } else {
-        std::cout << entry_json(infos->front()).dump(4) << "\n";
+        std::cout << qemu_json(entry_json(infos->front())) << "\n";
       }
       return kExitOk;
     }

@@ -4,7 +4,7 @@
 # both compression types, extended L2 entries, zero clusters, internal snapshots, lazy
 # refcounts, bitmaps, preallocation, backing chains, an empty backing file name). For
 # each image:
-#   - `qdedup info` equals `qemu-img info`, as JSON (whole objects after jq -S, nothing
+#   - `qdedup info` equals `qemu-img info`, as JSON (byte for byte, and whole objects after jq -S, nothing
 #     deleted: actual-size is st_blocks * 512 in both) and as human text;
 #   - the guest data qdedup reads (testtool dump) equals `qemu-img convert -O raw`;
 #   - for overlays, the same with --backing-chain.
