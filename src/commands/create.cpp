@@ -41,7 +41,8 @@ std::string formatting_line(const ops::CreatePlan& plan) {
   given("backing_fmt", nullptr);
   given("lazy_refcounts", "off");
   if (req.given.count("refcount_bits")) {
-    put("refcount_bits", std::to_string(req.refcount_bits));
+    // Printed signed, as qemu-img prints a number option ("-1" stays -1).
+    put("refcount_bits", std::to_string(static_cast<int64_t>(req.refcount_bits)));
   } else {
     put("refcount_bits", "16");
   }

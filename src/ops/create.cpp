@@ -19,9 +19,9 @@ Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
   for (const std::string& o : job.options) QD_TRY(at_file(parse_create_options(o, req)));
   if (req.help) return plan;
   if (job.file.empty()) return invalid_argument("expecting a file name");
-  if (!job.backing.empty()) {
-    req.image.backing_file = job.backing;
-    req.given["backing_file"] = job.backing;
+  if (job.backing) {
+    req.image.backing_file = *job.backing;
+    req.given["backing_file"] = *job.backing;
   }
   if (!job.backing_format.empty()) {
     req.image.backing_format = job.backing_format;
@@ -30,26 +30,42 @@ Result<CreatePlan> plan_create(io::FileSystem& fs, const CreateJob& job) {
   if (!job.size.empty()) {
     auto parsed = parse_size(job.size);
     if (!parsed) return at_file(parsed.status());
+    if (req.size) return at_file(invalid_argument("the image size must be specified only once"));
     req.size = *parsed;
   }
+  // In qemu-img's order (bdrv_img_create): the backing file's name, then
+  // whether it opens, then its format.
+  const bool has_backing = req.given.count("backing_file") != 0;
   if (req.dedup != "off" && req.format != "qcow2") {
     return at_file(invalid_argument("dedup needs the qcow2 format"));
   }
-  if (req.format == "raw" && (!req.image.backing_file.empty())) {
+  if (req.format == "raw" && has_backing) {
     return at_file(invalid_argument("raw images have no backing file"));
   }
-  if (!req.image.backing_file.empty()) {
+  if (has_backing) {
+    if (req.image.backing_file == job.file) {
+      return at_file(invalid_argument(
+          "trying to create an image with the same filename as the backing file"));
+    }
+    if (req.image.backing_file.empty()) {
+      return at_file(invalid_argument("expected backing file name, got empty string"));
+    }
+    // Like qemu-img: the backing file must open, and gives the size if none.
+    // Without -F qdedup does not probe (qemu-img refuses that too, once the
+    // file opened).
+    qcow2::OpenRequest b;
+    b.path = qcow2::resolve_backing_path(job.file, req.image.backing_file);
+    b.format = req.image.backing_format.empty() ? "raw" : req.image.backing_format;
+    b.force_share = true;
+    b.fs = &fs;
+    auto backing = qcow2::open_device(b);
+    if (!backing) {
+      return at_file(backing.status().with_prefix("could not open the backing image"));
+    }
     if (req.image.backing_format.empty()) {
       return at_file(invalid_argument("backing file specified without backing format (use -F)"));
     }
-    // Like qemu-img: the backing file must open, and gives the size if none.
-    qcow2::OpenRequest b;
-    b.path = qcow2::resolve_backing_path(job.file, req.image.backing_file);
-    b.format = req.image.backing_format;
-    b.force_share = true;
-    b.fs = &fs;
-    QD_ASSIGN_OR_RETURN(auto backing, qcow2::open_device(b));
-    if (!req.size) req.size = backing->virtual_size();
+    if (!req.size) req.size = (*backing)->virtual_size();
   }
   if (!req.size) return at_file(invalid_argument("image creation needs a size parameter"));
   req.image.size = *req.size;

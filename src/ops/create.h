@@ -1,6 +1,7 @@
 // `create`: a new, empty image (qcow2 or raw), as qemu-img create makes it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,7 @@ struct CreateJob {
   std::string file;
   std::string format = "qcow2";      // -f
   std::vector<std::string> options;  // each -o
-  std::string backing;               // -b
+  std::optional<std::string> backing;  // -b (given empty: an error, as qemu-img)
   std::string backing_format;        // -F
   std::string size;                  // SIZE, as typed ("" for none)
 };

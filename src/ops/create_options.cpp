@@ -45,7 +45,7 @@ Status parse_one(const std::string& key, const std::string& value, CreateRequest
   } else if (key == "extended_l2") {
     QD_ASSIGN_OR_RETURN(o.extended_l2, parse_bool(key, value));
   } else if (key == "refcount_bits") {
-    auto r = parse_size(value);
+    auto r = parse_number(value);
     if (!r) return invalid_argument("option refcount_bits: '" + value + "' is not a number");
     req.refcount_bits = *r;
   } else if (key == "backing_file") {

@@ -1,8 +1,10 @@
 #include "util/size.h"
 
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace qdedup {
 
@@ -89,6 +91,18 @@ std::string format_iec_size(uint64_t bytes) {
   std::snprintf(buf, sizeof buf, "%0.3g %s", static_cast<double>(bytes) / div,
                 kSuffixes[unit]);
   return buf;
+}
+
+Result<uint64_t> parse_number(std::string_view text) {
+  const std::string s(text);
+  if (s.find('\0') != std::string::npos) return invalid_argument("not a number");
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 0);
+  if (end == s.c_str() || *end != '\0' || errno == ERANGE) {
+    return invalid_argument("'" + s + "' is not a number");
+  }
+  return static_cast<uint64_t>(v);
 }
 
 }  // namespace qdedup

@@ -17,6 +17,12 @@ namespace qdedup {
 // above INT64_MAX.
 Result<uint64_t> parse_size(std::string_view text);
 
+// Parses a number option as QEMU's QemuOpts does (qemu_strtou64, base 0):
+// leading white space, an optional sign, decimal, 0x hexadecimal or 0 octal
+// digits and nothing after them; no suffix. A '-' wraps as strtoull does
+// ("-1" is 2^64 - 1). Fails on garbage, an empty string and overflow.
+Result<uint64_t> parse_number(std::string_view text);
+
 // Formats like QEMU's size_to_str(): three significant digits, IEC units
 // ("0 B", "512 B", "196 KiB", "1 GiB", "1.5 GiB").
 std::string format_iec_size(uint64_t bytes);

@@ -65,6 +65,19 @@ create_fails "refcount" -f qcow2 -o refcount_bits=3 a.qcow2 1G
 create_fails "refcount" -f qcow2 -o refcount_bits=128 a.qcow2 1G
 create_fails "16384" -f qcow2 -o extended_l2=on,cluster_size=4k a.qcow2 1G
 create_fails "refcount" -f qcow2 -o compat=0.10,refcount_bits=8 a.qcow2 1G
+# Numbers as QemuOpts reads them (strtoull, base 0): "-1" wraps (and is printed -1), no
+# suffix, no octal 8.
+create_fails "refcount width" -f qcow2 -o refcount_bits=-1 a.qcow2 1G
+create_fails "refcount width" -f qcow2 -o refcount_bits=-0 a.qcow2 1G
+create_fails "'1k' is not a number" -f qcow2 -o refcount_bits=1k a.qcow2 1G
+create_fails "'08' is not a number" -f qcow2 -o refcount_bits=08 a.qcow2 1G
+create_fails "'99999999999999999999' is not a number" -f qcow2 -o refcount_bits=99999999999999999999 a.qcow2 1G
+# bdrv_img_create's order: the size given twice, the backing file's name, whether it
+# opens, then its format.
+create_fails "specified only once" -f qcow2 -o size=10M a.qcow2 20M
+create_fails "got empty string" -f qcow2 -b "" a.qcow2 1M
+create_fails "same filename as the backing file" -f qcow2 -b a.qcow2 -F qcow2 a.qcow2 1M
+create_fails "could not open the backing image: missing.qcow2: No such file" -f qcow2 -b missing.qcow2 a.qcow2 1M
 create_fails "lazy refcounts" -f qcow2 -o compat=0.10,lazy_refcounts=on a.qcow2 1G
 create_fails "compression" -f qcow2 -o compat=0.10,compression_type=zstd a.qcow2 1G
 create_fails "extended L2" -f qcow2 -o compat=0.10,extended_l2=on a.qcow2 1G
@@ -80,8 +93,16 @@ create_fails "16384" -f qcow2 a.qcow2 1G -o extended_l2=on,cluster_size=4k
 
 # Formats and backing files.
 create_fails "vmdk" -f vmdk a.vmdk 1G
-create_fails "backing format" -f qcow2 -b base.qcow2 a.qcow2 1G
+create_fails "could not open the backing image" -f qcow2 -b base.qcow2 a.qcow2 1G
 create_fails "missing.qcow2" -f qcow2 -b missing.qcow2 -F qcow2 a.qcow2
+
+# A backing file that opens, without -F: refused (qemu-img refuses it too), nothing made.
+mkdir nofmt
+"$QDEDUP" create -q -f qcow2 nofmt/base.qcow2 1M
+run "$QDEDUP" create -f qcow2 -b base.qcow2 nofmt/a.qcow2 1G
+expect_error "create -b without -F"
+expect_err_has "backing file specified without backing format" "create -b without -F"
+expect_eq "base.qcow2" "$(ls -A nofmt)" "create -b without -F: nothing made"
 
 # A failed create leaves an existing file at the target name untouched.
 mkdir keep
