@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace qdedup::io {
 
@@ -25,6 +26,13 @@ Result<FileExtent> File::extent_at(uint64_t offset) {
   QD_ASSIGN_OR_RETURN(uint64_t end, size());
   if (offset >= end) return FileExtent{UINT64_MAX, true};
   return FileExtent{end, false};
+}
+
+Status allocate_first_block(File& file, uint64_t size) {
+  if (size == 0) return Status::ok();
+  static const std::vector<uint8_t> kZeros(4096, 0);
+  const size_t n = size < 4096 ? 512 : 4096;
+  return file.pwrite(0, std::span<const uint8_t>(kZeros.data(), n));
 }
 
 }  // namespace qdedup::io

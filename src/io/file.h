@@ -74,4 +74,10 @@ class File {
   Status read_or_zero(uint64_t offset, std::span<uint8_t> buf);
 };
 
+// Writes zeros over the first block of a new raw image of `size` bytes (512
+// bytes when it is under 4 KiB, else 4 KiB), as QEMU's file driver does after
+// creating one so that later alignment probing finds the block allocated: a
+// raw image qdedup makes has the allocation qemu-img's has.
+Status allocate_first_block(File& file, uint64_t size);
+
 }  // namespace qdedup::io

@@ -92,6 +92,7 @@ Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size,
   std::unique_ptr<io::File> f = std::move(unsynced);
   if (o.target_format == "raw") {
     QD_TRY(f->truncate(size));
+    QD_TRY(io::allocate_first_block(*f, size));
     t.raw = std::move(f);
     return Status::ok();
   }

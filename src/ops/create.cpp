@@ -86,6 +86,7 @@ Status write_image(io::File& file, const CreateRequest& req) {
   uint64_t size = 0;
   if (!align_up(req.image.size, 512, &size)) return invalid_argument("size too large");
   QD_TRY(file.truncate(size));
+  QD_TRY(io::allocate_first_block(file, size));
   return file.flush();
 }
 

@@ -67,6 +67,16 @@ creates_valid s1000.qcow2 -f qcow2 1000
 creates_valid s1g.qcow2 -f qcow2 1G
 creates_valid s2047t.qcow2 -f qcow2 2047T
 creates_valid raw.img -f raw 1000
+# A raw image has its first block allocated (zeros), as qemu-img's has: the same
+# allocation map (qemu-img map) at 0, under 4 KiB, 4 KiB and above.
+for size in 0 1000 4096 1G; do
+  "$QDEDUP" create -q -f raw "map-q.raw" "$size"
+  qemu-img create -q -f raw "map-r.raw" "$size"
+  expect_eq "$(qemu-img map --output=json map-r.raw)" "$(qemu-img map --output=json map-q.raw)" \
+    "create -f raw $size: allocation map as qemu-img's"
+  expect_eq "$(stat -c %s map-r.raw)" "$(stat -c %s map-q.raw)" "create -f raw $size: file size"
+  rm -f map-q.raw map-r.raw
+done
 # Backing files, with and without SIZE (then the backing file's size).
 qemu-img create -q -f qcow2 base.qcow2 5M
 qemu-img create -q -f raw base.raw 7M
