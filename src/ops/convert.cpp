@@ -101,6 +101,49 @@ Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size,
   return Status::ok();
 }
 
+// -p counts what qemu-img convert counts: the bytes it copies (the sources'
+// data; everything with -S 0), advanced by one request at a time as its
+// requests start, each a run of data cut into pieces of its 2 MiB buffer. The
+// records then fall where qemu-img's fall.
+class RequestProgress {
+ public:
+  static constexpr uint64_t kRequestBytes = 2ull << 20;  // qemu-img's IO_BUF_SIZE
+
+  // Plans the requests (a block-status pass over the sources) when enabled.
+  static Result<RequestProgress> plan(SourceSet& src, bool enabled, bool everything) {
+    RequestProgress p;
+    if (!enabled) return p;
+    for (uint64_t at = 0; at < src.size();) {
+      QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at));
+      const uint64_t end = std::min(std::max(e.end, at + 1), src.size());
+      if (!e.zero || everything) {
+        for (uint64_t r = at; r < end; r += kRequestBytes) p.starts_.push_back(r);
+        p.total_ += end - at;
+        p.ends_.push_back(end);
+      }
+      at = end;
+    }
+    return p;
+  }
+  uint64_t total() const { return total_; }
+  // Tells `progress` of every request that starts before `position` (guest
+  // bytes done), one at a time, as qemu-img prints once per request.
+  void advance(uint64_t position, Progress& progress) {
+    while (next_ < starts_.size() && starts_[next_] < position) {
+      const uint64_t start = starts_[next_++];
+      while (run_ < ends_.size() && ends_[run_] <= start) ++run_;
+      done_ += std::min(kRequestBytes, ends_[run_] - start);
+      progress.update(done_);
+    }
+  }
+
+ private:
+  std::vector<uint64_t> starts_;  // of every request, in order
+  std::vector<uint64_t> ends_;    // of every run copied, in order
+  size_t next_ = 0, run_ = 0;
+  uint64_t total_ = 0, done_ = 0;
+};
+
 class Converter {
  public:
   Converter(io::FileSystem& fs, const ConvertOptions& o, SourceSet& src, Target& t,
@@ -120,7 +163,9 @@ class Converter {
     // batches while this thread updates metadata and writes the target.
     SourceReader reader(src_, ro);
     QD_TRY(reader.start());
-    Progress progress(o_.progress, src_.size());
+    QD_ASSIGN_OR_RETURN(RequestProgress requests,
+                        RequestProgress::plan(src_, o_.progress, o_.sparse_size == 0));
+    Progress progress(o_.progress, requests.total());
     while (SourceBatch* b = reader.next()) {
       if (!b->status) {
         source_failed_ = true;
@@ -130,7 +175,7 @@ class Converter {
       QD_TRY(t_.raw ? write_raw_batch(*t_.raw, *b, o_.sparse_size, o_.existing_target)
                     : write_qcow2(*b));
       r_.guest_bytes += b->bytes;
-      progress.update(b->offset + b->bytes);
+      if (o_.progress) requests.advance(b->offset + b->bytes, progress);
       reader.release(b);
     }
     progress.finish();

@@ -49,6 +49,30 @@ expect_status 0 "qemu-img convert -p"
 cp "$out" qemu.out
 check_plain_progress qemu.out "qemu-img convert -p (the oracle of this test's rules)"
 
+# The records themselves are qemu-img's: it counts the bytes it copies (data; all with
+# -S 0) by requests of at most 2 MiB and prints as each starts. Sources with data runs,
+# holes and zero clusters, raw and qcow2 targets, with and without -S 0.
+if command -v qemu-io >/dev/null; then
+  qemu-img create -q -f qcow2 runs.qcow2 100M
+  qemu-io -c "write -P 1 0 3M" -c "write -P 2 10M 512k" -c "write -P 3 50M 7M" \
+    -c "write -z 60M 1M" runs.qcow2 >/dev/null
+  qemu-img create -q -f raw holes.raw 64M
+  qemu-io -f raw -c "write -P 1 1M 100k" -c "write -P 1 40M 3M" holes.raw >/dev/null
+  for src in runs.qcow2 holes.raw disk.raw; do
+    for sparse in "" "-S 0"; do
+      for fmt in raw qcow2; do
+        # shellcheck disable=SC2086  # $sparse is zero or two words
+        qemu-img convert -p $sparse -O "$fmt" "$src" t.qemu >want.txt 2>&1
+        # shellcheck disable=SC2086
+        "$QDEDUP" convert -p $sparse -O "$fmt" "$src" t.qdedup >got.txt 2>&1
+        expect_eq "$(tr '\r' '\n' <want.txt)" "$(tr '\r' '\n' <got.txt)" \
+          "convert -p $sparse -O $fmt $src: qemu-img's records"
+      done
+    done
+  done
+  rm -f t.qemu t.qdedup
+fi
+
 run "$QDEDUP" check --verify-hashes -p d.qcow2
 expect_status 0 "check --verify-hashes -p"
 cp "$err" check.err
