@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <thread>
 
@@ -247,7 +248,12 @@ class Converter {
     // The index lookups are random accesses to a table larger than the
     // caches: start them a few clusters ahead.
     constexpr size_t kPrefetchAhead = 8;
+    const std::vector<bool> zeros_written = zeros_qemu_writes(b, cs);
     for (size_t i = 0; i < b.units(); ++i) {
+      if (!zeros_written.empty() && zeros_written[i]) {
+        QD_TRY(write_zero_data(first + i, b, i, cs));
+        continue;
+      }
       if (writer_ && i + kPrefetchAhead < b.units() &&
           b.state[i + kPrefetchAhead] == SourceBatch::kData) {
         writer_->index().prefetch(b.digests.data() + (i + kPrefetchAhead) * ds);
@@ -258,6 +264,62 @@ class Converter {
                            b.bytes - i * cs, digest));
     }
     return Status::ok();
+  }
+
+  // With -S N above the cluster size, the all-zero clusters qemu-img writes as
+  // data: it skips only zero runs of N bytes, N-aligned (for N a power of two,
+  // a block of N bytes that reads as zeros), and writes the zero clusters of a
+  // block that also holds data, up to a hole (a block status hole is a request
+  // of its own, never written). Blocks are judged within the batch, whose
+  // offset is a multiple of 2 MiB. Empty when no zero cluster is written.
+  std::vector<bool> zeros_qemu_writes(const SourceBatch& b, uint64_t cs) const {
+    const uint64_t n = o_.sparse_size;
+    if (n <= cs) return {};
+    std::vector<bool> out;
+    const uint64_t per_block = std::bit_floor(n) / cs;
+    for (size_t i = 0; i < b.units();) {
+      // A block, cut at holes into segments.
+      const size_t block_end =
+          std::min<size_t>(b.units(), (((b.offset / cs) + i) / per_block + 1) * per_block -
+                                          b.offset / cs);
+      for (size_t seg = i; seg < block_end;) {
+        size_t end = seg;
+        bool has_data = false, has_zero = false;
+        while (end < block_end && b.state[end] != SourceBatch::kHole) {
+          has_data |= b.state[end] == SourceBatch::kData;
+          has_zero |= b.state[end] == SourceBatch::kZero;
+          ++end;
+        }
+        if (has_data && has_zero) {
+          out.resize(b.units(), false);
+          for (size_t k = seg; k < end; ++k) out[k] = b.state[k] == SourceBatch::kZero;
+        }
+        seg = end + (end < block_end ? 1 : 0);
+      }
+      i = block_end;
+    }
+    return out;
+  }
+
+  // Guest cluster `first + i` of batch `b`, all zero, written as data (-S).
+  Status write_zero_data(uint64_t gc, const SourceBatch& b, size_t i, uint64_t cs) {
+    std::span<const uint8_t> c(b.data.data() + i * cs, cs);
+    const bool partial = (i + 1) * cs > b.bytes;
+    if (indexed_target_) QD_TRY(writer_->forget(gc));
+    if (o_.existing_target && partial && t_.image->virtual_size() > gc * cs + (b.bytes - i * cs)) {
+      ++r_.clusters_written;
+      return t_.image->write(gc * cs, c.first(b.bytes - i * cs));
+    }
+    if (!writer_ || partial) {
+      if (writer_) writer_->note_partial_cluster();
+      ++r_.clusters_written;
+      return t_.image->write_cluster(gc, c);
+    }
+    if (zero_digest_.empty()) {
+      zero_digest_.resize(pool_->digest_size());
+      pool_->hash_chunks(c, cs, zero_digest_.data());
+    }
+    return writer_->put(gc, c, zero_digest_.data());
   }
 
   // Guest cluster `gc`: its source bytes `c` (`state` as the reader marked
@@ -329,6 +391,7 @@ class Converter {
   dedup::DedupCounters start_counters_;  // the target's lifetime counters before this run
   std::unique_ptr<dedup::DedupWriter> writer_;
   std::unique_ptr<hash::HashPool> pool_;
+  std::vector<uint8_t> zero_digest_;  // of an all-zero cluster, once one is written as data
 };
 
 }  // namespace
