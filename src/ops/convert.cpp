@@ -15,6 +15,7 @@
 #include "ops/convert_source.h"
 #include "qcow2/chain.h"
 #include "util/progress.h"
+#include "util/size.h"
 
 namespace qdedup::ops {
 
@@ -93,7 +94,8 @@ Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size,
   std::unique_ptr<io::File> f = std::move(unsynced);
   if (o.target_format == "raw") {
     QD_TRY(f->truncate(size));
-    QD_TRY(io::allocate_first_block(*f, size));
+    // QEMU sizes the block by the target's whole 512-byte sectors.
+    QD_TRY(io::allocate_first_block(*f, div_round_up(size, 512) * 512));
     t.raw = std::move(f);
     return Status::ok();
   }
@@ -162,10 +164,12 @@ class Converter {
     ro.pool = pool_.get();
     // The reader thread reads, classifies and hashes (with the pool) the next
     // batches while this thread updates metadata and writes the target.
-    SourceReader reader(src_, ro);
-    QD_TRY(reader.start());
+    // The plan reads the sources' block status: before the reader thread
+    // starts, which uses the same images (their caches are not shared safely).
     QD_ASSIGN_OR_RETURN(RequestProgress requests,
                         RequestProgress::plan(src_, o_.progress, o_.sparse_size == 0));
+    SourceReader reader(src_, ro);
+    QD_TRY(reader.start());
     Progress progress(o_.progress, requests.total());
     while (SourceBatch* b = reader.next()) {
       if (!b->status) {

@@ -58,4 +58,16 @@ for src in src.qcow2 src.raw; do
   done
 done
 
+# A raw target's first block, allocated as qemu-img allocates it: 512 bytes when the
+# target (whole 512-byte sectors) is under 4 KiB, else 4 KiB; zero and data sources.
+for src_size in 3000 3600 4096 10000; do
+  head -c "$src_size" /dev/zero >zero.raw
+  run qemu-img convert -O raw zero.raw want.raw
+  run "$QDEDUP" convert -O raw zero.raw got.raw
+  expect_status 0 "convert -O raw of $src_size zero bytes"
+  expect_eq "$(qemu-img map --output=json want.raw)" "$(qemu-img map --output=json got.raw)" \
+    "convert -O raw of $src_size zero bytes: allocation as qemu-img's"
+  expect_eq "$(stat -c %s want.raw)" "$(stat -c %s got.raw)" "convert -O raw of $src_size bytes: size"
+done
+
 finish

@@ -144,7 +144,11 @@ fi
 
 # --- qdedup standing in ------------------------------------------------------------------
 mapfile -t expected < <(grep -v '^#' "$baseline_list" | sed '/^$/d')
-[ ${#tests[@]} -gt 0 ] || tests=("${expected[@]}")
+full_run=0
+if [ ${#tests[@]} -eq 0 ]; then
+  tests=("${expected[@]}")
+  full_run=1
+fi
 # differences.txt: "TEST  KIND  reason" (wording: only the text of error messages differs,
 # checked below; deliberate: qdedup differs on purpose, README "Where qdedup differs from
 # qemu-img"; open: a gap still to close).
@@ -158,6 +162,7 @@ say "running ${#tests[@]} qcow2 tests with qdedup standing in for qemu-img ($ver
 run_check "$work/result" "${tests[@]}"
 mapfile -t failed < <(tap_status "$work/result.tap" fail)
 mapfile -t passed < <(tap_status "$work/result.tap" pass)
+mapfile -t notrun < <(tap_status "$work/result.tap" notrun)
 
 # A failure not listed is checked once more with stock qemu-img: if that fails too, this
 # machine cannot run the test and it says nothing about qdedup.
@@ -181,7 +186,9 @@ wording_only() {
   ref=$(awk -v t="/$t.out" '/^--- / && index($2, t) { print $2; exit }' "$work/result.diff")
   [ -n "$ref" ] || ref=$(awk -v t="/$t.out." '/^--- / && index($2, t) { print $2; exit }' \
     "$work/result.diff")
+  # (The runner gives each test a directory of its own only when it runs several at once.)
   bad=$work/scratch/$t/$(basename "$t").out.bad
+  [ -f "$bad" ] || bad=$work/scratch/$(basename "$t").out.bad
   [ -f "$ref" ] && [ -f "$bad" ] || return 1
   # Lines that continue one of qemu-img's errors (its hints), where qdedup's errors are
   # one line: dropped on both sides.
@@ -197,6 +204,19 @@ wording_only() {
 }
 
 status=0 wording=0
+# Every test asked for must have run: one that is missing from the results (the runner
+# stopped) or that skipped itself with qdedup standing in counts as failing.
+for t in "${tests[@]}"; do
+  name=$(basename "$t")
+  if [[ " ${passed[*]} ${failed[*]} " != *" $name "* ]]; then
+    if [[ " ${notrun[*]} " == *" $name "* ]]; then
+      say "FAIL $t: not run with qdedup standing in (it runs with stock qemu-img)"
+    else
+      say "FAIL $t: no result (did the runner stop? see $work/result.diff)"
+    fi
+    status=1
+  fi
+done
 for t in "${failed[@]}"; do
   if [[ "${listed[$t]:-}" == wording:* ]]; then
     if lines=$(wording_only "$t"); then
@@ -235,8 +255,13 @@ for sub in create check info convert; do
   all=$(grep -c "^\(served\|passed\) $sub\b" "$QDEDUP_IOTESTS_CALLS" || true)
   pct=$(awk -v s="$served" -v a="$all" 'BEGIN { printf "%.1f", a ? 100 * s / a : 0 }')
   say "  $sub: $served/$all ($pct%)"
+  # A whole run that qdedup served none of a subcommand's calls tested nothing of it.
+  if [ "$full_run" = 1 ] && [ "$all" -gt 0 ] && [ "$served" -eq 0 ]; then
+    say "FAIL qdedup served no $sub call: is the stand-in broken?"
+    status=1
+  fi
 done
 say "calls passed to qemu-img, by reason (top 12):"
-grep '^passed ' "$QDEDUP_IOTESTS_CALLS" | sort | uniq -c | sort -rn | head -12 |
+{ grep '^passed ' "$QDEDUP_IOTESTS_CALLS" || true; } | sort | uniq -c | sort -rn | head -12 |
   sed 's/^/    /'
 exit "$status"
