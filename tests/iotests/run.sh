@@ -101,7 +101,15 @@ export QEMU_PROG=$work/bin/qemu-system-x86_64
 export QSD_PROG=$work/bin/qemu-storage-daemon
 export QEMU_IO_PROG=/usr/bin/qemu-io
 export QEMU_NBD_PROG=/usr/bin/qemu-nbd
-export TEST_DIR=$work/scratch
+# Some tests refuse a TEST_DIR with characters other than [-_a-zA-Z0-9/] (197, 215:
+# blkdebug's configuration syntax), such as the dot of a mktemp clone: then the scratch
+# directory goes to /tmp.
+scratch=$work/scratch
+if [[ $scratch == *[^-_a-zA-Z0-9/]* ]]; then
+  scratch=$(mktemp -d /tmp/qdedup_iotests_XXXXXX)
+  trap 'rm -rf "$scratch" "$scratch-stock"' EXIT
+fi
+export TEST_DIR=$scratch
 export QDEDUP_IOTESTS_CALLS=$work/calls.log
 : >"$QDEDUP_IOTESTS_CALLS"
 if [ "$mode" = baseline ]; then
@@ -164,18 +172,22 @@ mapfile -t failed < <(tap_status "$work/result.tap" fail)
 mapfile -t passed < <(tap_status "$work/result.tap" pass)
 mapfile -t notrun < <(tap_status "$work/result.tap" notrun)
 
-# A failure not listed is checked once more with stock qemu-img: if that fails too, this
-# machine cannot run the test and it says nothing about qdedup.
+# A failure not listed, or a test that did not run, is run once more with stock
+# qemu-img: if that does not pass either, this machine cannot run the test and it says
+# nothing about qdedup.
 unexpected=() env_failures=()
-for t in "${failed[@]}"; do
+for t in "${failed[@]}" "${notrun[@]}"; do
   [ -z "${listed[$t]:-}" ] || continue
   unexpected+=("$t")
 done
 if [ ${#unexpected[@]} -gt 0 ]; then
-  QEMU_IMG_PROG=/usr/bin/qemu-img TEST_DIR=$work/scratch-stock run_check "$work/stock" \
+  mkdir -p "$scratch-stock"
+  QEMU_IMG_PROG=/usr/bin/qemu-img TEST_DIR=$scratch-stock run_check "$work/stock" \
     "${unexpected[@]}"
-  mapfile -t stock_failed < <(tap_status "$work/stock.tap" fail)
-  for t in "${stock_failed[@]}"; do env_failures+=("$t"); done
+  mapfile -t stock_passed < <(tap_status "$work/stock.tap" pass)
+  for t in "${unexpected[@]}"; do
+    [[ " ${stock_passed[*]} " == *" $t "* ]] || env_failures+=("$t")
+  done
 fi
 
 # wording_only TEST: true when TEST's output equals the reference once every error line
@@ -187,8 +199,8 @@ wording_only() {
   [ -n "$ref" ] || ref=$(awk -v t="/$t.out." '/^--- / && index($2, t) { print $2; exit }' \
     "$work/result.diff")
   # (The runner gives each test a directory of its own only when it runs several at once.)
-  bad=$work/scratch/$t/$(basename "$t").out.bad
-  [ -f "$bad" ] || bad=$work/scratch/$(basename "$t").out.bad
+  bad=$scratch/$t/$(basename "$t").out.bad
+  [ -f "$bad" ] || bad=$scratch/$(basename "$t").out.bad
   [ -f "$ref" ] && [ -f "$bad" ] || return 1
   # Lines that continue one of qemu-img's errors (its hints), where qdedup's errors are
   # one line: dropped on both sides.
@@ -209,7 +221,10 @@ status=0 wording=0
 for t in "${tests[@]}"; do
   name=$(basename "$t")
   if [[ " ${passed[*]} ${failed[*]} " != *" $name "* ]]; then
-    if [[ " ${notrun[*]} " == *" $name "* ]]; then
+    if [[ " ${env_failures[*]} " == *" $name "* ]]; then
+      say "skip $t: does not run here with stock qemu-img either (not counted)"
+      continue
+    elif [[ " ${notrun[*]} " == *" $name "* ]]; then
       say "FAIL $t: not run with qdedup standing in (it runs with stock qemu-img)"
     else
       say "FAIL $t: no result (did the runner stop? see $work/result.diff)"
