@@ -82,6 +82,10 @@ Status run_convert(const ConvertArgs& a) {
   }
   o.sync = a.cache != "unsafe";
   for (const std::string& opt : a.options) QD_TRY(ops::apply_create_options(opt, o.create));
+  if (o.create.image.preallocation != qcow2::Preallocation::kOff) {
+    return unsupported("-o preallocation is not supported by convert (create the target with it, "
+                       "then convert -n)");
+  }
   if (o.create.help) {
     std::fputs(ops::create_options_help().c_str(), stdout);
     return Status::ok();

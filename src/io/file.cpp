@@ -35,4 +35,17 @@ Status allocate_first_block(File& file, uint64_t size) {
   return file.pwrite(0, std::span<const uint8_t>(kZeros.data(), n));
 }
 
+Status write_zeros(File& file, uint64_t offset, uint64_t len) {
+  static const std::vector<uint8_t> kZeros(1u << 20, 0);
+  while (len > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len, kZeros.size()));
+    QD_TRY(file.pwrite(offset, std::span<const uint8_t>(kZeros.data(), n)));
+    offset += n;
+    len -= n;
+  }
+  return Status::ok();
+}
+
+Status File::allocate(uint64_t offset, uint64_t len) { return write_zeros(*this, offset, len); }
+
 }  // namespace qdedup::io

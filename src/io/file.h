@@ -42,6 +42,10 @@ class File {
   // Deallocates [offset, offset+len); reads of it then return zeros. May be a
   // no-op that writes zeros where the OS cannot punch holes.
   virtual Status punch_hole(uint64_t offset, uint64_t len) = 0;
+  // Gives [offset, offset + len) blocks on the device, extending the file
+  // where it ends before (posix_fallocate; qemu-img's preallocation=falloc).
+  // Here: zeros written.
+  virtual Status allocate(uint64_t offset, uint64_t len);
   // Bytes the file occupies on its device (st_blocks * 512 for POSIX).
   virtual Result<uint64_t> allocated_size() { return size(); }
   // A hint that [offset, offset + len) will be written soon. Where reserving
@@ -79,5 +83,8 @@ class File {
 // creating one so that later alignment probing finds the block allocated: a
 // raw image qdedup makes has the allocation qemu-img's has.
 Status allocate_first_block(File& file, uint64_t size);
+
+// Writes `len` zero bytes at `offset`.
+Status write_zeros(File& file, uint64_t offset, uint64_t len);
 
 }  // namespace qdedup::io

@@ -23,6 +23,9 @@ class FileRef : public File {
   Status punch_hole(uint64_t offset, uint64_t len) override {
     return target_.punch_hole(offset, len);
   }
+  Status allocate(uint64_t offset, uint64_t len) override {
+    return target_.allocate(offset, len);
+  }
   Result<uint64_t> allocated_size() override { return target_.allocated_size(); }
   bool reserve(uint64_t offset, uint64_t len) override { return target_.reserve(offset, len); }
   Result<FileExtent> extent_at(uint64_t offset) override { return target_.extent_at(offset); }

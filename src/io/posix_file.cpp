@@ -208,14 +208,14 @@ Status PosixFile::punch_hole(uint64_t offset, uint64_t len) {
   // No hole punching here: write zeros over the range inside the file.
   QD_ASSIGN_OR_RETURN(uint64_t end, size());
   if (offset >= end) return Status::ok();
-  uint64_t stop = std::min(end, offset + len);
-  std::vector<uint8_t> zeros(64 * 1024, 0);
-  for (uint64_t off = offset; off < stop;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), stop - off));
-    QD_TRY(pwrite(off, std::span<const uint8_t>(zeros.data(), n)));
-    off += n;
-  }
-  return Status::ok();
+  return write_zeros(*this, offset, std::min(end, offset + len) - offset);
+}
+
+Status PosixFile::allocate(uint64_t offset, uint64_t len) {
+  if (len == 0) return Status::ok();
+  const int err = ::posix_fallocate(fd_, static_cast<off_t>(offset), static_cast<off_t>(len));
+  if (err == 0) return Status::ok();
+  return os_error("could not preallocate", err);
 }
 
 bool PosixFile::reserve(uint64_t offset, uint64_t len) {

@@ -24,6 +24,7 @@ class PosixFile : public File {
   Result<uint64_t> size() override;
   Status truncate(uint64_t size) override;
   Status punch_hole(uint64_t offset, uint64_t len) override;
+  Status allocate(uint64_t offset, uint64_t len) override;
   Result<uint64_t> allocated_size() override;
   // fallocate(FALLOC_FL_KEEP_SIZE) on ext4, where a buffered write into
   // reserved blocks skips delayed allocation's per-block work (half the

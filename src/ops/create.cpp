@@ -85,8 +85,24 @@ Status write_image(io::File& file, const CreateRequest& req) {
   // qemu-img rounds a raw image up to whole 512-byte sectors.
   uint64_t size = 0;
   if (!align_up(req.image.size, 512, &size)) return invalid_argument("size too large");
-  QD_TRY(file.truncate(size));
-  QD_TRY(io::allocate_first_block(file, size));
+  // As QEMU's file driver (raw_regular_truncate).
+  switch (req.image.preallocation) {
+    case qcow2::Preallocation::kOff:
+      QD_TRY(file.truncate(size));
+      break;
+    case qcow2::Preallocation::kFalloc:
+      QD_TRY(file.allocate(0, size));
+      break;
+    case qcow2::Preallocation::kFull:
+      QD_TRY(file.truncate(size));
+      QD_TRY(io::write_zeros(file, 0, size));
+      break;
+    case qcow2::Preallocation::kMetadata:
+      return invalid_argument("Unsupported preallocation mode: metadata");
+  }
+  if (req.image.preallocation != qcow2::Preallocation::kFull) {
+    QD_TRY(io::allocate_first_block(file, size));
+  }
   return file.flush();
 }
 
@@ -96,6 +112,10 @@ Status create(io::FileSystem& fs, const CreatePlan& plan) {
   auto at_file = [&](const Status& s) { return s.with_prefix(plan.file); };
   CreateRequest req = plan.request;
   QD_TRY(at_file(resolve_create_options(req)));
+  if (req.dedup != "off" && req.image.preallocation != qcow2::Preallocation::kOff) {
+    // Preallocated clusters would all be distinct copies of one zero cluster.
+    return at_file(invalid_argument("preallocation cannot be combined with dedup"));
+  }
   QD_TRY(at_file(dedup::apply_dedup_create_options(req.dedup, req.dedup_verify == "on",
                                                    req.cluster_size_set, req.image)));
   QD_TRY(at_file(qcow2::validate_create_options(req.image)));

@@ -28,6 +28,7 @@ constexpr OptionHelp kOptions[] = {
     {"dedup_verify=<bool (on/off)>", "Compare cluster bytes before sharing them"},
     {"extended_l2=<bool (on/off)>", "Extended L2 tables"},
     {"lazy_refcounts=<bool (on/off)>", "Postpone refcount updates"},
+    {"preallocation=<str>", "Preallocation mode (allowed values: off, metadata, falloc, full)"},
     {"refcount_bits=<num>", "Width of a reference count entry in bits (1 to 64, power of two)"},
     {"size=<size>", "Virtual disk size"},
 };
@@ -124,8 +125,18 @@ Status resolve_create_options(CreateRequest& req) {
       return invalid_argument("invalid compression type '" + *v + "' (zlib or zstd)");
     }
   }
-  if (const std::string* v = given("preallocation"); v && *v != "off") {
-    return unsupported("preallocation=" + *v + " is not supported");
+  if (const std::string* v = given("preallocation")) {
+    if (*v == "off") {
+      o.preallocation = qcow2::Preallocation::kOff;
+    } else if (*v == "metadata") {
+      o.preallocation = qcow2::Preallocation::kMetadata;
+    } else if (*v == "falloc") {
+      o.preallocation = qcow2::Preallocation::kFalloc;
+    } else if (*v == "full") {
+      o.preallocation = qcow2::Preallocation::kFull;
+    } else {
+      return invalid_argument("Parameter 'preallocation' does not accept value '" + *v + "'");
+    }
   }
   return Status::ok();
 }

@@ -40,6 +40,10 @@ Status validate_create_options(const CreateOptions& o) {
     return invalid_argument("backing file name too long");
   }
   if (o.backing_format.size() >= 16) return invalid_argument("backing format name too long");
+  if (!o.backing_file.empty() && o.preallocation != Preallocation::kOff && !o.extended_l2) {
+    return invalid_argument("Backing file and preallocation can only be used at the same time "
+                            "if extended_l2 is on");
+  }
   Header h;
   h.cluster_bits = o.cluster_bits;
   h.incompatible_features = o.extended_l2 ? kIncompatExtendedL2 : 0;
@@ -50,6 +54,60 @@ Status validate_create_options(const CreateOptions& o) {
   }
   return Status::ok();
 }
+
+namespace {
+
+// The refcount table and its blocks: 1 for every used cluster.
+Status write_refcounts(io::File& file, const Geometry& g, const NewImageLayout& layout) {
+  const uint64_t cs = g.cluster_size;
+  std::vector<uint8_t> table(layout.reftable_clusters * cs, 0);
+  std::vector<uint8_t> block(cs);
+  for (uint64_t i = 0; i < layout.refblocks.size(); ++i) {
+    if (layout.refblocks[i] == 0) continue;
+    store_be64(table.data() + 8 * i, layout.refblocks[i] * cs);
+    std::fill(block.begin(), block.end(), 0);
+    const uint64_t first = i * g.rb_entries, end = first + g.rb_entries;
+    auto it = layout.used.upper_bound(first);
+    if (it != layout.used.begin()) --it;
+    for (; it != layout.used.end() && it->first < end; ++it) {
+      for (uint64_t c = std::max(it->first, first); c < std::min(it->second, end); ++c) {
+        set_refcount_entry(block, g.refcount_order, c - first, 1);
+      }
+    }
+    QD_TRY(file.pwrite(layout.refblocks[i] * cs, block));
+  }
+  return file.pwrite(layout.reftable * cs, table);
+}
+
+// The L1 table and, with preallocation, the L2 tables: every guest cluster
+// mapped to its host cluster (COPIED; with extended L2 entries no subcluster
+// is marked allocated, as QEMU leaves them, so that they read from the
+// backing file or as zeros).
+Status write_tables(io::File& file, const Geometry& g, uint64_t l1_entries,
+                    const NewImageLayout& layout) {
+  const uint64_t cs = g.cluster_size;
+  std::vector<uint8_t> l1(l1_entries * 8, 0);
+  std::vector<uint8_t> l2(cs);
+  auto run = layout.data.begin();
+  for (uint64_t i = 0; i < layout.l2.size(); ++i) {
+    store_be64(l1.data() + 8 * i, layout.l2[i] * cs | kOflagCopied);
+    std::fill(l2.begin(), l2.end(), 0);
+    const uint64_t first = i * g.l2_entries, end = first + g.l2_entries;
+    for (; run != layout.data.end() && run->guest < end; ++run) {
+      const uint64_t to = std::min(run->guest + run->count, end);
+      for (uint64_t c = std::max(run->guest, first); c < to; ++c) {
+        const uint64_t host = (run->host + (c - run->guest)) * cs;
+        store_be64(l2.data() + (c - first) * g.l2_entry_bytes, host | kOflagCopied);
+      }
+      if (run->guest + run->count > end) break;  // continues in the next table
+    }
+    QD_TRY(file.pwrite(layout.l2[i] * cs, l2));
+  }
+  if (l1.empty()) return Status::ok();
+  return file.pwrite(layout.l1 * cs, l1);
+}
+
+}  // namespace
 
 Status create_image(io::File& file, const CreateOptions& o) {
   QD_TRY(validate_create_options(o));
@@ -79,17 +137,10 @@ Status create_image(io::File& file, const CreateOptions& o) {
   Geometry g = Geometry::from_header(h);
   const uint64_t cs = g.cluster_size;
   h.l1_size = static_cast<uint32_t>(g.l1_entries_for(h.size));
-  uint64_t l1_clusters = div_round_up(uint64_t{h.l1_size} * 8, cs);
-  // Layout: header | refcount table | refcount blocks | L1. Find the smallest
-  // table and block counts that describe every cluster, themselves included.
-  RefcountLayout layout = refcount_layout(g, 0, 1 + std::max<uint64_t>(l1_clusters, 1), 0);
-  const uint64_t rt = layout.table_clusters, rb = layout.blocks;
-  if (rt * cs > kMaxReftableBytes) return invalid_argument("image too large for its refcount table");
-  h.refcount_table_offset = cs;
-  h.refcount_table_clusters = static_cast<uint32_t>(rt);
-  uint64_t rb_offset = (1 + rt) * cs;
-  h.l1_table_offset = rb_offset + rb * cs;
-  uint64_t used_clusters = 1 + rt + rb + l1_clusters;
+  QD_ASSIGN_OR_RETURN(NewImageLayout layout, plan_new_image(g, h.l1_size, o.preallocation));
+  h.refcount_table_offset = layout.reftable * cs;
+  h.refcount_table_clusters = static_cast<uint32_t>(layout.reftable_clusters);
+  h.l1_table_offset = layout.l1 * cs;
 
   auto encoded = encode_header(h);
   if (!encoded && !h.feature_names.empty()) {
@@ -98,25 +149,18 @@ Status create_image(io::File& file, const CreateOptions& o) {
     encoded = encode_header(h);
   }
   if (!encoded) return encoded.status();
-  std::vector<uint8_t> cluster0 = std::move(encoded).value();
   QD_TRY(file.truncate(0));
-  QD_TRY(file.pwrite(0, cluster0));
-  std::vector<uint8_t> table(rt * cs, 0);
-  for (uint64_t i = 0; i < rb; ++i) store_be64(table.data() + 8 * i, rb_offset + i * cs);
-  QD_TRY(file.pwrite(cs, table));
-  std::vector<uint8_t> blocks(rb * cs, 0);
-  for (uint64_t c = 0; c < used_clusters; ++c) {
-    std::span<uint8_t> block(blocks.data() + (c / g.rb_entries) * cs, cs);
-    set_refcount_entry(block, h.refcount_order, c % g.rb_entries, 1);
+  QD_TRY(file.pwrite(0, *encoded));
+  QD_TRY(write_refcounts(file, g, layout));
+  QD_TRY(write_tables(file, g, h.l1_size, layout));
+  for (const NewImageLayout::DataRun& run : layout.data) {
+    if (o.preallocation == Preallocation::kFalloc) {
+      QD_TRY(file.allocate(run.host * cs, run.count * cs));
+    } else if (o.preallocation == Preallocation::kFull) {
+      QD_TRY(io::write_zeros(file, run.host * cs, run.count * cs));  // as QEMU's file driver
+    }
   }
-  QD_TRY(file.pwrite(rb_offset, blocks));
-  // The L1 table is all zeros; the file ends right after it, as QEMU's does.
-  std::vector<uint8_t> l1(uint64_t{h.l1_size} * 8, 0);
-  if (!l1.empty()) {
-    QD_TRY(file.pwrite(h.l1_table_offset, l1));
-  } else {
-    QD_TRY(file.truncate(h.l1_table_offset));
-  }
+  QD_TRY(file.truncate(layout.file_size));
   return file.flush();
 }
 

@@ -8,6 +8,7 @@
 
 #include "io/file.h"
 #include "qcow2/header.h"
+#include "qcow2/qemu_layout.h"
 #include "util/status.h"
 
 namespace qdedup::qcow2 {
@@ -22,6 +23,7 @@ struct CreateOptions {
   uint8_t compression_type = 0;
   std::string backing_file;
   std::string backing_format;
+  Preallocation preallocation = Preallocation::kOff;
   // Added by upper layers (the dedup extension and its autoclear bit).
   std::vector<HeaderExtension> extensions;
   std::vector<FeatureName> extra_feature_names;
@@ -32,7 +34,8 @@ struct CreateOptions {
 Status validate_create_options(const CreateOptions& o);
 
 // Writes a new image into an empty `file`: header cluster, refcount table,
-// refcount blocks, L1 table, in QEMU's layout. Flushes before returning.
+// refcount blocks, L1 table and, with preallocation, L2 tables and data
+// clusters, in QEMU's layout (qcow2/qemu_layout.h). Flushes before returning.
 Status create_image(io::File& file, const CreateOptions& o);
 
 }  // namespace qdedup::qcow2

@@ -3,7 +3,7 @@
 # the same image, the dedup object, refused argument combinations, and bad files
 # answered with one "qdedup: FILE: ..." line without touching them.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img qemu-io jq python3
 
 qemu-img create -q -f qcow2 clean.qcow2 64M

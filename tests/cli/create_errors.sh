@@ -2,7 +2,7 @@
 # `qdedup create` with bad input: one "qdedup: ..." line on stderr, exit 1, and nothing
 # left behind (neither the image nor a temporary file), nor an existing file modified.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 
 qemu_ok=1
 command -v qemu-img >/dev/null 2>&1 || qemu_ok=0

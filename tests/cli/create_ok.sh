@@ -3,7 +3,7 @@
 # describes exactly as `qdedup info` does, and as it describes the image qemu-img itself
 # creates with the same options.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img jq
 
 # Creates FILE with qdedup and with qemu-img (as ref-FILE), then checks both.

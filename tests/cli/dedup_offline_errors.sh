@@ -2,7 +2,7 @@
 # `qdedup dedup-offline` on bad arguments and bad files: one "qdedup: ..." line, exit 1,
 # and no write to any image.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img qemu-io sha256sum
 
 qemu-img create -q -f qcow2 -o cluster_size=4k good.qcow2 1M

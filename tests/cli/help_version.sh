@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # --help, --version, and a missing or unknown subcommand.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 
 run "$QDEDUP" --help
 expect_status 0 "qdedup --help"

@@ -4,7 +4,7 @@
 # The files are images made by qemu-img, patched field by field (offsets from
 # src/qcow2/format.h; layout in QEMU's docs/interop/qcow2.txt, "Header").
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img python3
 : "${QDEDUP_TESTTOOL:?QDEDUP_TESTTOOL must name qdedup-testtool}"
 

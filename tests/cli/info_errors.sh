@@ -2,7 +2,7 @@
 # `qdedup info` on files that are not (valid) images: one "qdedup: FILE: ..." line and
 # exit 1. And on a raw file: the same facts as qemu-img.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img jq
 
 qemu-img create -q -f qcow2 real.qcow2 1G

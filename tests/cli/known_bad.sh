@@ -10,7 +10,7 @@
 #   - never write to the image unless repairing it (info and check leave it byte-identical);
 #   - after `check -r all` exits 0, leave an image that `check` finds clean (exit 0).
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img qemu-io python3 cmp
 
 is_qcow2() { [ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' ')" = "514649fb" ]; }

@@ -4,7 +4,7 @@
 # options its --help lists (no more, no fewer), so that it cannot drift from the command
 # table. Then `cmake --install` puts the binary, the page and the docs in place.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd groff
 require_cmd man
 : "${QDEDUP_BUILD:?QDEDUP_BUILD: the build directory (CTest sets it)}"

@@ -6,7 +6,7 @@
 # type: `check --repair` (= -r all), `check --repair=leaks` (= -r leaks), `info --json`
 # and `check --json` (= --output=json).
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img qemu-io jq python3 promtool
 
 # 16 clusters of 64 KiB: A x4, B x2, C x1, then zeros (unallocated after convert).

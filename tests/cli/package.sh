@@ -3,7 +3,7 @@
 # files (the binary, the manual page, the docs), a Depends line that names the package of
 # every shared library the binary needs, and the unpacked binary runs.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd cpack dpkg-deb dpkg-shlibdeps dpkg-query readelf groff zcat
 : "${QDEDUP_BUILD:?QDEDUP_BUILD: the build directory (CTest sets it)}"
 ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)

@@ -3,7 +3,7 @@
 # \r, from 0.00 to 100.00, one each time the figure moved by more than one point, and no
 # escape sequence; on a terminal (script(1) gives one) the same figure with the rate and ETA.
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd qemu-img script python3
 
 # 48 MiB: 16 MiB random, the same again, 16 MiB of zeros.

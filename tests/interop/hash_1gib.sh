@@ -5,7 +5,7 @@
 # 4 KiB and 2 MiB pieces on all cores gives the digests of one thread, piece by
 # piece. (Messages above 4 GiB are never hashed: clusters are at most 2 MiB.)
 # shellcheck source=../lib/common.bash
-source "$QDEDUP_TESTS/lib/common.bash"
+source "${QDEDUP_TESTS:?run the tests through ctest}/lib/common.bash" || exit 1
 require_cmd sha256sum b2sum botan xxhsum openssl
 : "${QDEDUP_TESTTOOL:?}"
 
