@@ -96,7 +96,7 @@ Status resolve_create_options(CreateRequest& req) {
   if (req.cluster_size_set) {
     const uint64_t cs = req.cluster_size;
     if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1)) != 0) {
-      return invalid_argument("cluster size must be a power of two between 512 and 2048k");
+      return invalid_argument("Cluster size must be a power of two between 512 and 2048k");
     }
     o.cluster_bits = static_cast<uint32_t>(__builtin_ctzll(cs));
   }

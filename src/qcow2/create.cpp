@@ -12,7 +12,7 @@ namespace qdedup::qcow2 {
 
 Status validate_create_options(const CreateOptions& o) {
   if (o.cluster_bits < kMinClusterBits || o.cluster_bits > kMaxClusterBits) {
-    return invalid_argument("cluster size must be a power of two between 512 and 2048k");
+    return invalid_argument("Cluster size must be a power of two between 512 and 2048k");
   }
   if (o.refcount_order > kMaxRefcountOrder) {
     return invalid_argument("refcount_bits must be a power of two up to 64");
