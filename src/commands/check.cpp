@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands/command.h"
+#include "commands/image_name.h"
 #include "io/file_system.h"
 #include "ops/check.h"
 #include "util/qemu_json.h"
@@ -21,6 +22,7 @@ struct CheckArgs {
   std::string format;
   std::string output = "human";
   std::string repair;  // "", "leaks", "all"
+  bool image_opts = false;
   bool force_share = false;
   bool verify_hashes = false;
   bool progress = false;
@@ -111,8 +113,10 @@ void log_line(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str
 
 int run_check(const CheckArgs& a) {
   ops::CheckJob job;
-  job.file = a.file;
-  job.format = a.format;
+  auto name = parse_image_name(a.file, a.image_opts, a.format);
+  if (!name) return report_error(name.status().with_prefix(a.file));
+  job.file = name->path;
+  job.format = name->format;
   if (a.repair == "all") job.repair = qcow2::RepairMode::kAll;
   if (a.repair == "leaks") job.repair = qcow2::RepairMode::kLeaks;
   job.force_share = a.force_share;
@@ -171,7 +175,9 @@ std::function<int()> register_check(CLI::App& app) {
                "Also read every indexed cluster and compare it with its hash");
   app.add_flag("-p", a->progress, "Show progress of --verify-hashes on stderr");
   app.add_option("--threads", a->threads, "Hashing threads (default: all cores)");
-  app.add_option("FILE", a->file, "Image")->required();
+  app.add_flag("--image-opts", a->image_opts,
+               "FILE is an option string (driver=qcow2,file.filename=PATH)");
+  app.add_option("FILE", a->file, "Image (a path, or a json:{...} name)")->required();
   app.footer("Exit status: 0 clean, 1 check failed, 2 corruptions, 3 leaks only, 63 raw image.\n"
              "Example:\n  qdedup check -r all disk.qcow2");
   return [a] { return run_check(*a); };

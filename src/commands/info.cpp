@@ -8,6 +8,7 @@
 
 #include "commands/command.h"
 #include "commands/dedup_text.h"
+#include "commands/image_name.h"
 #include "dedup/extension.h"
 #include "io/file_system.h"
 #include "ops/info.h"
@@ -204,9 +205,16 @@ std::function<int()> register_info(CLI::App& app) {
   app.add_flag("--json{json}", a->output, "Same as --output=json");
   app.add_flag("--backing-chain", a->backing_chain, "Also show every image of the backing chain");
   app.add_flag("-U,--force-share", a->force_share, "Open even if another process is writing the image");
-  app.add_option("FILE", a->file, "Image")->required();
+  auto image_opts = std::make_shared<bool>(false);
+  app.add_flag("--image-opts", *image_opts,
+               "FILE is an option string (driver=qcow2,file.filename=PATH)");
+  app.add_option("FILE", a->file, "Image (a path, or a json:{...} name)")->required();
   app.footer("Example:\n  qdedup info --output=json disk.qcow2");
-  return [a] {
+  return [a, image_opts] {
+    auto name = parse_image_name(a->file, *image_opts, a->format);
+    if (!name) return report_error(name.status().with_prefix(a->file));
+    a->file = name->path;
+    a->format = name->format;
     auto infos = ops::info(io::posix_file_system(), *a);
     if (!infos) return report_error(infos.status());
     if (a->output == "json") {

@@ -1,0 +1,23 @@
+// File names as qemu-img takes them: a path; a `json:{...}` pseudo-protocol
+// name (QEMU's JSON, whose strings may be single-quoted); or, with
+// --image-opts, a QemuOpts string (`driver=qcow2,file.filename=PATH`). qdedup
+// takes those that name a local file (the `file` driver) and a format it has,
+// and says which key it does not take otherwise.
+#pragma once
+
+#include <string>
+
+#include "util/status.h"
+
+namespace qdedup::commands {
+
+struct ImageName {
+  std::string path;
+  std::string format;  // "" when the name does not give one
+};
+
+// `format` is -f's value ("" when absent).
+Result<ImageName> parse_image_name(const std::string& name, bool image_opts,
+                                   const std::string& format);
+
+}  // namespace qdedup::commands
