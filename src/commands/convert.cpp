@@ -20,6 +20,7 @@ struct ConvertArgs {
   bool progress = false;
   std::string sparse = "4k";
   bool existing = false;
+  bool compress = false;
   bool force_share = false;
   bool stats = false;
   std::string cache = "writeback";
@@ -75,6 +76,7 @@ Status run_convert(const ConvertArgs& a) {
   o.target_format = a.target_format;
   o.force_share = a.force_share;
   o.existing_target = a.existing;
+  o.compress = a.compress;
   o.progress = a.progress && !quiet();
   o.threads = a.threads;
   if (a.cache != "writeback" && a.cache != "unsafe") {
@@ -82,10 +84,6 @@ Status run_convert(const ConvertArgs& a) {
   }
   o.sync = a.cache != "unsafe";
   for (const std::string& opt : a.options) QD_TRY(ops::apply_create_options(opt, o.create));
-  if (o.create.image.preallocation != qcow2::Preallocation::kOff) {
-    return unsupported("-o preallocation is not supported by convert (create the target with it, "
-                       "then convert -n)");
-  }
   if (o.create.help) {
     std::fputs(ops::create_options_help().c_str(), stdout);
     return Status::ok();
@@ -113,6 +111,7 @@ std::function<int()> register_convert(CLI::App& app) {
   app.add_flag("-p", a->progress, "Show progress on stderr");
   app.add_option("-S", a->sparse, "Zero runs of this size are not written (default 4k; 0 writes all)");
   app.add_flag("-n", a->existing, "Write into an existing target (no create)");
+  app.add_flag("-c", a->compress, "Compress the target's data clusters (qcow2)");
   app.add_flag("-U,--force-share", a->force_share, "Open sources even if another process writes them");
   app.add_flag("--stats", a->stats, "Print statistics at the end");
   app.add_option("-t", a->cache,

@@ -47,6 +47,15 @@ Status check_options(const ConvertOptions& o) {
   if (o.create.dedup != "off" && o.target_format != "qcow2") {
     return invalid_argument("dedup needs -O qcow2");
   }
+  if (o.create.image.preallocation != qcow2::Preallocation::kOff) {
+    return unsupported("-o preallocation is not supported by convert (create the target with it, "
+                       "then convert -n)");
+  }
+  if (o.compress) {
+    if (o.target_format != "qcow2") return invalid_argument("-c needs -O qcow2");
+    if (o.existing_target) return unsupported("-c with -n is not supported yet");
+    if (o.create.dedup != "off") return unsupported("-c with dedup is not supported yet");
+  }
   for (const std::string& s : o.sources) {
     if (s == o.target) return invalid_argument(o.target + ": the target is also a source");
   }
@@ -275,10 +284,12 @@ class Converter {
   // a block of N bytes that reads as zeros), and writes the zero clusters of a
   // block that also holds data, up to a hole (a block status hole is a request
   // of its own, never written). Blocks are judged within the batch, whose
-  // offset is a multiple of 2 MiB. Empty when no zero cluster is written.
+  // offset is a multiple of 2 MiB. Empty when no zero cluster is written
+  // (also with -c: qemu-img's compressed writes are one cluster each, and it
+  // skips every cluster that is all zeros).
   std::vector<bool> zeros_qemu_writes(const SourceBatch& b, uint64_t cs) const {
     const uint64_t n = o_.sparse_size;
-    if (n <= cs) return {};
+    if (n <= cs || o_.compress) return {};
     std::vector<bool> out;
     const uint64_t per_block = std::bit_floor(n) / cs;
     for (size_t i = 0; i < b.units();) {
@@ -317,7 +328,7 @@ class Converter {
     if (!writer_ || partial) {
       if (writer_) writer_->note_partial_cluster();
       ++r_.clusters_written;
-      return t_.image->write_cluster(gc, c);
+      return store(gc, c);
     }
     if (zero_digest_.empty()) {
       zero_digest_.resize(pool_->digest_size());
@@ -354,12 +365,17 @@ class Converter {
     if (!writer_ || partial) {
       // Without dedup; or the sources end inside this cluster: stored as is
       // (zero-padded), not shared.
-      QD_TRY(t_.image->write_cluster(gc, c));
+      QD_TRY(store(gc, c));
       if (writer_) writer_->note_partial_cluster();
       ++r_.clusters_written;
       return Status::ok();
     }
     return writer_->put(gc, c, digest);
+  }
+
+  // A cluster stored without dedup: compressed with -c.
+  Status store(uint64_t gc, std::span<const uint8_t> c) {
+    return o_.compress ? t_.image->write_compressed_cluster(gc, c) : t_.image->write_cluster(gc, c);
   }
 
   Status finish() {
@@ -373,6 +389,7 @@ class Converter {
   Status finish_target() {
     if (t_.raw) return t_.raw->flush();
     r_.cluster_size = t_.image->geometry().cluster_size;
+    if (o_.compress) QD_TRY(t_.image->align_end_to_sector());
     if (!writer_) return t_.image->close();
     QD_TRY(writer_->finish());
     // This run's share of the lifetime counters.

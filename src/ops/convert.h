@@ -21,6 +21,7 @@ struct ConvertOptions {
   CreateRequest create;            // -o options (qcow2 target)
   uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
   bool existing_target = false;    // -n
+  bool compress = false;           // -c: data clusters compressed (qcow2 target)
   bool progress = false;           // -p
   bool sync = true;                // false: -t unsafe, no final fdatasync
   unsigned threads = 0;            // hashing threads; 0: all cores

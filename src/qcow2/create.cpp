@@ -151,6 +151,14 @@ Status create_image(io::File& file, const CreateOptions& o) {
   if (!encoded) return encoded.status();
   QD_TRY(file.truncate(0));
   QD_TRY(file.pwrite(0, *encoded));
+  // Outgrown refcount tables first: what QEMU wrote later overwrites them.
+  for (const NewImageLayout::OldTable& t : layout.old_tables) {
+    std::vector<uint8_t> table(t.clusters * cs, 0);
+    for (uint64_t i = 0; i < t.refblocks.size(); ++i) {
+      if (t.refblocks[i] != 0) store_be64(table.data() + 8 * i, t.refblocks[i] * cs);
+    }
+    QD_TRY(file.pwrite(t.cluster * cs, table));
+  }
   QD_TRY(write_refcounts(file, g, layout));
   QD_TRY(write_tables(file, g, h.l1_size, layout));
   for (const NewImageLayout::DataRun& run : layout.data) {
@@ -161,6 +169,9 @@ Status create_image(io::File& file, const CreateOptions& o) {
     }
   }
   QD_TRY(file.truncate(layout.file_size));
+  if (layout.zero_tail_bytes != 0) {
+    QD_TRY(io::write_zeros(file, layout.zero_tail_offset, layout.zero_tail_bytes));
+  }
   return file.flush();
 }
 

@@ -79,6 +79,15 @@ class Image : public BlockDevice {
   // Writes one whole guest cluster (`data` is exactly one cluster): in place
   // if the cluster is owned (refcount 1), else into a newly allocated one.
   Status write_cluster(uint64_t guest_cluster, std::span<const uint8_t> data);
+  // Writes one whole guest cluster compressed, into an unallocated entry, as
+  // QEMU's compressed write does: streams packed one after another in host
+  // clusters (a stream may run into the next cluster when it is the next one
+  // allocated), each counting one reference on every cluster it touches; a
+  // cluster that does not compress to under a cluster is written as is.
+  Status write_compressed_cluster(uint64_t guest_cluster, std::span<const uint8_t> data);
+  // What QEMU does at the end of compressed writes: the file's end rounded up
+  // to whole 512-byte sectors (after a flush).
+  Status align_end_to_sector();
   // Points `guest_cluster` at the existing data cluster at `host_offset`,
   // whose refcount goes up by one. If that cluster was owned (refcount 1), its
   // current owner `owner_guest_cluster` loses QCOW_OFLAG_COPIED first.
@@ -172,6 +181,7 @@ class Image : public BlockDevice {
                            std::span<uint8_t> out);
   Status read_from_backing(uint64_t offset, std::span<uint8_t> out);
   Status begin_write();
+  Result<uint64_t> allocate_bytes(uint64_t size);
   Status write_l2_tables();
   Status write_copied_clears();
   Status fix_copied_flags();
@@ -196,6 +206,10 @@ class Image : public BlockDevice {
   // One decompressed cluster, as compressed clusters are often read piecewise.
   uint64_t decompressed_entry_ = 0;
   std::vector<uint8_t> decompressed_;
+  // Compressed writes: where the next stream goes (0: a new cluster), and
+  // the buffer they compress into.
+  uint64_t free_byte_offset_ = 0;
+  std::vector<uint8_t> compressed_;
 };
 
 }  // namespace qdedup::qcow2

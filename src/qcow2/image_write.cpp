@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "qcow2/compress.h"
 #include "qcow2/image.h"
 #include "util/endian.h"
 #include "util/text.h"
@@ -163,6 +164,59 @@ Status Image::write_cluster(uint64_t guest_cluster, std::span<const uint8_t> dat
   fresh.word = host | kOflagCopied;
   fresh.bitmap = g_.extended_l2 ? kBitmapAllAllocated : 0;
   return replace_entry(guest_cluster, fresh);
+}
+
+Status Image::write_compressed_cluster(uint64_t guest_cluster, std::span<const uint8_t> data) {
+  if (data.size() != g_.cluster_size) return invalid_argument("write_cluster needs one cluster");
+  if (guest_cluster >= g_.guest_clusters) return invalid_argument("write beyond the virtual disk");
+  QD_TRY(begin_write());
+  compressed_.resize(g_.cluster_size - 1);
+  QD_ASSIGN_OR_RETURN(size_t n, compress_cluster(header_.compression_type, data, compressed_));
+  if (n == 0) return write_cluster(guest_cluster, data);
+  QD_ASSIGN_OR_RETURN(L2Entry cur, l2_entry(guest_cluster));
+  if (cur.host_offset() != 0 || cur.compressed()) {
+    return invalid_argument("a compressed write needs an unallocated cluster");
+  }
+  // The L2 table first, as QEMU's get_cluster_table precedes qcow2_alloc_bytes.
+  QD_ASSIGN_OR_RETURN(L2Table * table, writable_l2(guest_cluster));
+  (void)table;
+  QD_ASSIGN_OR_RETURN(uint64_t offset, allocate_bytes(n));
+  QD_TRY(file_->pwrite(offset, std::span<const uint8_t>(compressed_.data(), n)));
+  L2Entry e;
+  e.word = encode_compressed_entry(g_, offset, n);
+  return replace_entry(guest_cluster, e);
+}
+
+Status Image::align_end_to_sector() {
+  QD_TRY(flush());
+  QD_ASSIGN_OR_RETURN(uint64_t size, file_->size());
+  if (size % 512 == 0) return Status::ok();
+  return file_->truncate((size / 512 + 1) * 512);
+}
+
+// qcow2_alloc_bytes: `size` bytes after the last stream when they fit in its
+// cluster (or run into the next one, if that is the cluster allocated next),
+// else at the start of a new cluster; one reference on each cluster touched.
+Result<uint64_t> Image::allocate_bytes(uint64_t size) {
+  const uint64_t cs = g_.cluster_size;
+  uint64_t offset = free_byte_offset_;
+  if (offset != 0) {
+    QD_ASSIGN_OR_RETURN(uint64_t rc, refcounts_.get(offset >> g_.cluster_bits));
+    if (rc >= g_.refcount_max) offset = 0;
+  }
+  if (offset != 0 && cs - offset % cs >= size) {
+    QD_TRY(refcounts_.add(offset >> g_.cluster_bits, 1));
+  } else {
+    QD_ASSIGN_OR_RETURN(uint64_t c, refcounts_.allocate(1));  // its refcount is 1
+    const uint64_t fresh = c << g_.cluster_bits;
+    if (offset != 0 && (offset / cs + 1) * cs == fresh) {
+      QD_TRY(refcounts_.add(offset >> g_.cluster_bits, 1));  // runs on into `fresh`
+    } else {
+      offset = fresh;
+    }
+  }
+  free_byte_offset_ = (offset + size) % cs == 0 ? 0 : offset + size;
+  return offset;
 }
 
 Status Image::link_cluster(uint64_t guest_cluster, uint64_t host_offset,

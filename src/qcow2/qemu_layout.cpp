@@ -63,8 +63,7 @@ class QemuAllocator {
   // are free, up to the first used one; how many.
   Result<uint64_t> alloc_at(uint64_t first, uint64_t n) {
     while (true) {
-      uint64_t i = 0;
-      while (i < n && !used(first + i)) ++i;
+      const uint64_t i = std::min(n, free_run(first));
       QD_ASSIGN_OR_RETURN(bool done, increment(first, i));
       if (done) return i;
     }
@@ -95,11 +94,12 @@ class QemuAllocator {
     for (uint64_t i = area_index; i < total; ++i) {
       if (table[i] == 0) table[i] = next++;
     }
-    if (first_used_in(start, end)) {
+    if (any_used_in(start, end)) {
       return invalid_argument("internal error: new refcount structures overlap used clusters");
     }
     mark(start, end);
     const uint64_t old = out_.reftable, old_clusters = out_.reftable_clusters;
+    out_.old_tables.push_back({old, old_clusters, out_.refblocks});
     out_.refblocks = std::move(table);
     out_.reftable = table_start;
     out_.reftable_clusters = clusters;
@@ -119,18 +119,22 @@ class QemuAllocator {
   // alloc_clusters_noref: the first run of `n` clusters with refcount 0 from
   // the free index on, which moves past it; refcounts are left alone.
   Result<uint64_t> alloc_noref(uint64_t n) {
+    // QEMU steps one cluster at a time, starting the count again after a used
+    // one; this jumps over whole used and free runs to the same place.
     uint64_t run = 0;
     while (run < n) {
       auto it = containing(free_index_);
       if (it != out_.used.end()) {
-        free_index_ = it->second;  // QEMU steps over them one at a time
+        free_index_ = it->second;
         run = 0;
       } else {
-        ++free_index_;
-        ++run;
+        const uint64_t step = std::min(n - run, free_run(free_index_));
+        free_index_ += step;
+        run += step;
       }
-      if (free_index_ > (kMaxFileOffset >> g_.cluster_bits)) {
-        return invalid_argument("image too large for the file");
+      // QEMU's limit on host offsets (QCOW_MAX_CLUSTER_OFFSET): -EFBIG.
+      if (free_index_ - 1 > (kMaxClusterOffset >> g_.cluster_bits)) {
+        return invalid_argument("image too large: host offsets would exceed 2^56");
       }
     }
     return free_index_ - n;
@@ -184,9 +188,14 @@ class QemuAllocator {
     --it;
     return c < it->second ? it : out_.used.end();
   }
-  bool used(uint64_t c) { return containing(c) != out_.used.end(); }
-  bool first_used_in(uint64_t from, uint64_t to) {
-    if (used(from)) return true;
+  // Free clusters from `c` on up to the next used one (0 when `c` is used).
+  uint64_t free_run(uint64_t c) {
+    if (containing(c) != out_.used.end()) return 0;
+    auto it = out_.used.upper_bound(c);
+    return it == out_.used.end() ? UINT64_MAX - c : it->first - c;
+  }
+  bool any_used_in(uint64_t from, uint64_t to) {
+    if (containing(from) != out_.used.end()) return true;
     auto it = out_.used.upper_bound(from);
     return it != out_.used.end() && it->first < to;
   }
@@ -299,11 +308,22 @@ Result<NewImageLayout> plan_new_image(const Geometry& g, uint64_t l1_entries, Pr
     QD_TRY(preallocate_data(g, a, out));
   }
   // The L1 table is written without padding; every other structure (and the
-  // truncate to the data's end) fills whole clusters.
+  // truncate to the data's end) fills whole clusters, but for a partial last
+  // data cluster of metadata preallocation, which ends with its zero tail.
+  const uint64_t cs = g.cluster_size;
   const uint64_t end = a.end();
-  out.file_size = end * g.cluster_size;
-  if (l1_entries > 0 && end == l1_end && out.l1 + div_round_up(l1_bytes, g.cluster_size) == end) {
-    out.file_size = out.l1 * g.cluster_size + l1_bytes;
+  out.file_size = end * cs;
+  if (l1_entries > 0 && end == l1_end && out.l1 + div_round_up(l1_bytes, cs) == end) {
+    out.file_size = out.l1 * cs + l1_bytes;
+  }
+  const uint64_t in_last = g.virtual_size % cs;
+  if (mode == Preallocation::kMetadata && in_last != 0 && !out.data.empty()) {
+    const NewImageLayout::DataRun& last = out.data.back();
+    const uint64_t host = last.host + last.count - 1;
+    const uint64_t unit = g.extended_l2 ? cs / 32 : cs;  // a subcluster
+    out.zero_tail_offset = host * cs + in_last;
+    out.zero_tail_bytes = div_round_up(in_last, unit) * unit - in_last;
+    if (host + 1 == end) out.file_size = out.zero_tail_offset + out.zero_tail_bytes;
   }
   return out;
 }

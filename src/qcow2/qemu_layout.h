@@ -35,6 +35,19 @@ struct NewImageLayout {
   std::vector<DataRun> data;     // guest clusters mapped (preallocation), in guest order
   // Clusters with refcount 1 (all others 0): [first, end) ranges.
   std::map<uint64_t, uint64_t> used;
+  // Refcount tables QEMU outgrew and freed, with the entries they held then:
+  // their bytes stay in the file where nothing overwrites them.
+  struct OldTable {
+    uint64_t cluster = 0;
+    uint64_t clusters = 0;
+    std::vector<uint64_t> refblocks;
+  };
+  std::vector<OldTable> old_tables;
+  // Metadata preallocation of a size that ends inside a cluster: QEMU's
+  // copy-on-write writes zeros from the guest end to the end of that cluster
+  // (of that subcluster, with extended L2 entries). In bytes; empty if none.
+  uint64_t zero_tail_offset = 0;
+  uint64_t zero_tail_bytes = 0;
   uint64_t file_size = 0;        // bytes, as QEMU leaves the file
 };
 

@@ -59,8 +59,8 @@ create_fails "too large" -f qcow2 -o cluster_size=512 a.qcow2 1T
 
 # Options, in qemu-img's order: -o before FILE and SIZE.
 create_fails "foo" -f qcow2 -o foo=bar a.qcow2 1G
-create_fails "cluster size" -f qcow2 -o cluster_size=1000 a.qcow2 1G
-create_fails "cluster size" -f qcow2 -o cluster_size=4M a.qcow2 1G
+create_fails "Cluster size" -f qcow2 -o cluster_size=1000 a.qcow2 1G
+create_fails "Cluster size" -f qcow2 -o cluster_size=4M a.qcow2 1G
 create_fails "refcount" -f qcow2 -o refcount_bits=3 a.qcow2 1G
 create_fails "refcount" -f qcow2 -o refcount_bits=128 a.qcow2 1G
 create_fails "16384" -f qcow2 -o extended_l2=on,cluster_size=4k a.qcow2 1G
@@ -88,7 +88,7 @@ create_fails "compat" -f qcow2 -o compat=2.0 a.qcow2 1G
 create_fails "compression" -f qcow2 -o compression_type=lz4 a.qcow2 1G
 create_fails "cluster_size" -f qcow2 -o cluster_size a.qcow2 1G
 # The same mistakes with -o after the positionals.
-create_fails "cluster size" -f qcow2 a.qcow2 1G -o cluster_size=1000
+create_fails "Cluster size" -f qcow2 a.qcow2 1G -o cluster_size=1000
 create_fails "16384" -f qcow2 a.qcow2 1G -o extended_l2=on,cluster_size=4k
 
 # Formats and backing files.

@@ -2,9 +2,8 @@
 # `qdedup create -o preallocation=off|metadata|falloc|full` makes the image qemu-img makes:
 # for each mode, cluster size, size and option set (small clusters whose refcount table
 # must grow, extended L2 entries, 1- and 64-bit refcounts, compat=0.10, an empty image):
-#   - the same file size, and every cluster with a refcount above 0 byte for byte the
-#     same (free clusters may differ: QEMU leaves an old refcount table's bytes in the
-#     cluster it freed);
+#   - the same file, byte for byte (the refcount tables QEMU outgrew and freed included,
+#     and the zeros its copy-on-write writes after a size that ends inside a cluster);
 #   - the same `qemu-img map` and the same "Formatting" line; qemu-img check clean;
 #   - falloc and full give the data its blocks on disk, metadata and off do not.
 # And the edges: raw images (falloc, full; metadata refused as QEMU refuses it), a backing
@@ -12,51 +11,6 @@
 # backing file), a bad mode, and the commands that do not preallocate (dedup, convert).
 # shellcheck source=tests/lib/interop.bash
 source "${QDEDUP_TESTS:-$(dirname "$0")/..}/lib/interop.bash"
-
-# used_clusters IMG: a digest of the file size and of every cluster with a refcount above
-# 0 (its index and bytes; zeros and holes alike), read where the file has data only.
-used_clusters() {
-  python3 - "$1" <<'EOF'
-import hashlib, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-be = lambda buf, o, n: int.from_bytes(buf[o:o + n], "big")
-h = os.pread(fd, 104, 0)
-cs = 1 << be(h, 20, 4)
-bits = 1 << (be(h, 96, 4) if be(h, 4, 4) >= 3 else 4)
-rt = os.pread(fd, be(h, 56, 4) * cs, be(h, 48, 8))
-per_block = cs * 8 // bits
-used = []
-for i in range(len(rt) // 8):
-    block = be(rt, 8 * i, 8) & ~0x1ff
-    if not block:
-        continue
-    b = os.pread(fd, cs, block)
-    for j in range(per_block):
-        if bits < 8:
-            v = (b[j * bits // 8] >> (j * bits % 8)) & ((1 << bits) - 1)
-        else:
-            v = be(b, j * bits // 8, bits // 8)
-        if v:
-            used.append(i * per_block + j)
-extents, off = [], 0
-while off < size:
-    try:
-        d = os.lseek(fd, off, os.SEEK_DATA)
-    except OSError:
-        break
-    off = os.lseek(fd, d, os.SEEK_HOLE)
-    extents.append((d, off))
-digest = hashlib.sha256(str(size).encode())
-for c in used:
-    lo, hi = c * cs, (c + 1) * cs
-    buf = b""
-    if any(d < hi and lo < e for d, e in extents):
-        buf = os.pread(fd, cs, lo).rstrip(b"\0")
-    digest.update(b"%d:%d:" % (c, len(buf)) + buf)
-print(digest.hexdigest(), len(used))
-EOF
-}
 
 # case_prealloc MODE CLUSTER SIZE [EXTRA-OPTIONS]
 case_prealloc() {
@@ -72,8 +26,9 @@ case_prealloc() {
   [ "$rc" -eq 0 ] || return
   expect_eq "$ref_line" "$(sed 's/d\.qcow2/IMG/' "$out")" "$what: the Formatting line"
   expect_eq "$(stat -c %s q.qcow2)" "$(stat -c %s d.qcow2)" "$what: file size"
-  expect_eq "$(used_clusters q.qcow2)" "$(used_clusters d.qcow2)" \
-    "$what: the used clusters byte for byte"
+  if cmp -s q.qcow2 d.qcow2; then pass; else
+    fail "$what: not qemu-img's file byte for byte ($(cmp q.qcow2 d.qcow2 2>&1 | head -1))"
+  fi
   expect_eq "$(qemu-img map --output=json q.qcow2 | sed 's/q\.qcow2/IMG/')" \
     "$(qemu-img map --output=json d.qcow2 | sed 's/d\.qcow2/IMG/')" "$what: qemu-img map"
   expect_check_clean d.qcow2 "$what"
@@ -88,12 +43,19 @@ for mode in off metadata falloc full; do
   case_prealloc "$mode" 1k 3M ,refcount_bits=1
 done
 # Refcount tables that grow several times while the L2 tables are placed (512-byte
-# clusters, 16-bit refcounts: one table cluster describes 8 MiB), and one L2 table split
-# over several allocation requests (2 MiB clusters: a request maps at most 1023 of them).
+# clusters, 16-bit refcounts: one table cluster describes 8 MiB).
 case_prealloc metadata 512 24M
 case_prealloc falloc 512 24M
-case_prealloc metadata 2M 3G
 case_prealloc off 512 1G
+# Sizes that end inside a cluster (and inside a subcluster).
+case_prealloc metadata 64k 102912
+case_prealloc metadata 64k 102912 ,extended_l2=on
+case_prealloc metadata 2k 1474048 ,refcount_bits=2
+case_prealloc falloc 64k 100000
+# Where the per-request cap moves a data cluster (256 KiB clusters, 64-bit refcounts), and
+# where freed refcount tables share file-system blocks with later clusters.
+case_prealloc metadata 256k 8G ,refcount_bits=64
+case_prealloc metadata 512 37455360 ,refcount_bits=32
 
 # Disk usage: falloc and full give the 64 MiB of data blocks, metadata does not.
 for mode in metadata falloc full; do

@@ -296,6 +296,9 @@ for sub in create check info convert; do
     status=1
   fi
 done
+retried=$(grep -c '^retried ' "$QDEDUP_IOTESTS_CALLS" || true)
+[ "$retried" -eq 0 ] ||
+  say "$retried stock qemu-img calls run again after QEMU's LUKS benchmark failed (the stand-in)"
 say "calls passed to qemu-img, by reason (top 12):"
 { grep '^passed ' "$QDEDUP_IOTESTS_CALLS" || true; } | sort | uniq -c | sort -rn | head -12 |
   sed 's/^/    /'

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "qcow2/format.h"
 #include "qcow2/header.h"
 
 namespace qdedup::qcow2 {
@@ -55,6 +56,7 @@ TEST_CASE("qemu layout: falloc moves the refcount table and reuses its cluster",
   auto l = plan(geometry(16, 64 << 20), Preallocation::kFalloc);
   REQUIRE(l.is_ok());
   CHECK(l->reftable == 4);
+  REQUIRE(l->l2.size() == 1);
   CHECK(l->l2[0] == 1);
   REQUIRE(l->data.size() == 1);
   CHECK(l->data[0].host == 5);
@@ -85,6 +87,40 @@ TEST_CASE("qemu layout: a cluster that needs a new block is tried again", "[qemu
   CHECK(l->l2[30] == 1984);
   CHECK(l->l2[31] == 2051);
   CHECK(l->file_size == 2117 * 512);
+}
+
+TEST_CASE("qemu layout: a partial last cluster ends with its zero tail", "[qemu_layout]") {
+  // 102912 bytes = one cluster and 37376 bytes: QEMU's copy-on-write writes zeros to the
+  // end of the cluster, or of the subcluster (2 KiB) with extended L2 entries.
+  auto l = plan(geometry(16, 102912), Preallocation::kMetadata);
+  REQUIRE(l.is_ok());
+  CHECK(l->zero_tail_offset == 6 * 65536 + 37376);
+  CHECK(l->zero_tail_bytes == 65536 - 37376);
+  CHECK(l->file_size == 7 * 65536);
+  Header h;
+  h.cluster_bits = 16;
+  h.size = 102912;
+  h.incompatible_features = kIncompatExtendedL2;
+  auto x = plan(Geometry::from_header(h), Preallocation::kMetadata);
+  REQUIRE(x.is_ok());
+  CHECK(x->zero_tail_bytes == 38912 - 37376);
+  CHECK(x->file_size == 6 * 65536 + 38912);
+}
+
+TEST_CASE("qemu layout: an outgrown refcount table is kept with its entries", "[qemu_layout]") {
+  // 512-byte clusters: the one-cluster table describes 64 blocks of 256 clusters.
+  auto l = plan(geometry(9, 24 << 20), Preallocation::kMetadata);
+  REQUIRE(l.is_ok());
+  REQUIRE(!l->old_tables.empty());
+  CHECK(l->old_tables[0].cluster == 1);
+  CHECK(l->old_tables[0].refblocks[0] == 2);
+  CHECK(l->reftable != 1);
+}
+
+TEST_CASE("qemu layout: host offsets stop at 2^56", "[qemu_layout]") {
+  // 2 MiB clusters, 2^57 bytes preallocated: QEMU fails with -EFBIG.
+  auto l = plan(geometry(21, 1ull << 57), Preallocation::kFalloc);
+  CHECK(!l.is_ok());
 }
 
 }  // namespace
