@@ -199,7 +199,8 @@ for t in "${unexpected[@]}"; do
   [[ " ${env_failures[*]} " == *" $t "* ]] || retry+=("$t")
 done
 if [ ${#retry[@]} -gt 0 ]; then
-  jobs=1 run_check "$work/rerun" "${retry[@]}"
+  # (Its calls are not counted: the counts are of the first run.)
+  QDEDUP_IOTESTS_CALLS=$work/rerun-calls.log jobs=1 run_check "$work/rerun" "${retry[@]}"
   mapfile -t flaky < <(tap_status "$work/rerun.tap" pass)
   for t in "${flaky[@]}"; do
     say "flaky $t: failed with qdedup standing in, passed when run again alone" \
