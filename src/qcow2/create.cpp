@@ -57,14 +57,22 @@ Status validate_create_options(const CreateOptions& o) {
 
 namespace {
 
+// A refcount table of `clusters` clusters pointing at `refblocks` (by cluster).
+std::vector<uint8_t> reftable_bytes(const std::vector<uint64_t>& refblocks, uint64_t clusters,
+                                    uint64_t cs) {
+  std::vector<uint8_t> table(clusters * cs, 0);
+  for (uint64_t i = 0; i < refblocks.size(); ++i) {
+    if (refblocks[i] != 0) store_be64(table.data() + 8 * i, refblocks[i] * cs);
+  }
+  return table;
+}
+
 // The refcount table and its blocks: 1 for every used cluster.
 Status write_refcounts(io::File& file, const Geometry& g, const NewImageLayout& layout) {
   const uint64_t cs = g.cluster_size;
-  std::vector<uint8_t> table(layout.reftable_clusters * cs, 0);
   std::vector<uint8_t> block(cs);
   for (uint64_t i = 0; i < layout.refblocks.size(); ++i) {
     if (layout.refblocks[i] == 0) continue;
-    store_be64(table.data() + 8 * i, layout.refblocks[i] * cs);
     std::fill(block.begin(), block.end(), 0);
     const uint64_t first = i * g.rb_entries, end = first + g.rb_entries;
     auto it = layout.used.upper_bound(first);
@@ -76,7 +84,8 @@ Status write_refcounts(io::File& file, const Geometry& g, const NewImageLayout& 
     }
     QD_TRY(file.pwrite(layout.refblocks[i] * cs, block));
   }
-  return file.pwrite(layout.reftable * cs, table);
+  return file.pwrite(layout.reftable * cs,
+                     reftable_bytes(layout.refblocks, layout.reftable_clusters, cs));
 }
 
 // The L1 table and, with preallocation, the L2 tables: every guest cluster
@@ -153,11 +162,7 @@ Status create_image(io::File& file, const CreateOptions& o) {
   QD_TRY(file.pwrite(0, *encoded));
   // Outgrown refcount tables first: what QEMU wrote later overwrites them.
   for (const NewImageLayout::OldTable& t : layout.old_tables) {
-    std::vector<uint8_t> table(t.clusters * cs, 0);
-    for (uint64_t i = 0; i < t.refblocks.size(); ++i) {
-      if (t.refblocks[i] != 0) store_be64(table.data() + 8 * i, t.refblocks[i] * cs);
-    }
-    QD_TRY(file.pwrite(t.cluster * cs, table));
+    QD_TRY(file.pwrite(t.cluster * cs, reftable_bytes(t.refblocks, t.clusters, cs)));
   }
   QD_TRY(write_refcounts(file, g, layout));
   QD_TRY(write_tables(file, g, h.l1_size, layout));
