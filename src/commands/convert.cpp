@@ -1,4 +1,4 @@
-// qdedup convert [-f FMT] [-O FMT] [-o OPTIONS] [-p] [-q] [-S SIZE] [-n] [-U]
+// qdedup convert [-f FMT] [-O FMT] [-B BACKING [-F FMT]] [-o OPTIONS] [-p] [-q] [-S SIZE] [-n] [-U]
 //                [--stats [--output=human|json]] SRC [SRC...] DST
 #include <nlohmann/json.hpp>
 
@@ -17,6 +17,8 @@ struct ConvertArgs {
   std::string source_format;
   std::string target_format = "raw";
   std::vector<std::string> options;
+  std::optional<std::string> backing;
+  std::optional<std::string> backing_format;
   bool progress = false;
   std::string sparse = "4k";
   bool existing = false;
@@ -75,6 +77,8 @@ Status run_convert(const ConvertArgs& a) {
   o.source_format = a.source_format;
   o.target_format = a.target_format;
   o.force_share = a.force_share;
+  o.backing = a.backing;
+  o.backing_format = a.backing_format;
   o.existing_target = a.existing;
   o.compress = a.compress;
   o.progress = a.progress && !quiet();
@@ -108,6 +112,10 @@ std::function<int()> register_convert(CLI::App& app) {
   app.add_option("-O", a->target_format, "Target format: raw (default) or qcow2");
   app.add_option("-o", a->options, "Target options, as for create (dedup=sha256, cluster_size=...)")
       ->allow_extra_args(false);
+  app.add_option("-B", a->backing,
+                 "Backing file of the target: what the source's top image does not allocate "
+                 "is left unallocated (the source's backing file, or one that holds the same)");
+  app.add_option("-F", a->backing_format, "Format of the -B backing file (qcow2 or raw)");
   app.add_flag("-p", a->progress, "Show progress on stderr");
   app.add_option("-S", a->sparse, "Zero runs of this size are not written (default 4k; 0 writes all)");
   app.add_flag("-n", a->existing, "Write into an existing target (no create)");

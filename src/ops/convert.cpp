@@ -16,6 +16,7 @@
 #include "qcow2/chain.h"
 #include "util/progress.h"
 #include "util/size.h"
+#include "util/zero.h"
 
 namespace qdedup::ops {
 
@@ -27,6 +28,32 @@ using Clock = std::chrono::steady_clock;
 // hashing and the target write.
 constexpr uint64_t kBatchBytes = 2ull << 20;
 constexpr uint64_t kMaxSparseSize = 16ull << 20;
+
+// The backing file convert -B (or -o backing_file) gives the target.
+struct TargetBacking {
+  bool given = false;
+  std::string name;
+  std::string format;  // "" when not given
+};
+
+TargetBacking target_backing(const ConvertOptions& o) {
+  TargetBacking b;
+  const CreateRequest& c = o.create;
+  // -n creates nothing: the -o options are not used there.
+  if (o.backing) {
+    b.given = true;
+    b.name = *o.backing;
+  } else if (!o.existing_target && c.given.count("backing_file")) {
+    b.given = true;
+    b.name = c.image.backing_file;
+  }
+  if (o.backing_format) {
+    b.format = *o.backing_format;
+  } else if (!o.existing_target) {
+    b.format = c.image.backing_format;
+  }
+  return b;
+}
 
 struct Target {
   std::unique_ptr<io::FileBeside> beside;  // a new file (not with -n)
@@ -59,6 +86,24 @@ Status check_options(const ConvertOptions& o) {
   for (const std::string& s : o.sources) {
     if (s == o.target) return invalid_argument(o.target + ": the target is also a source");
   }
+  // qemu-img's checks, in its order.
+  const TargetBacking backing = target_backing(o);
+  if (backing.given) {
+    if (o.target_format == "raw") {
+      return invalid_argument("Backing file not supported for file format 'raw'");
+    }
+    if (o.sources.size() > 1) {
+      return invalid_argument("Having a backing file for the target makes no sense when "
+                              "concatenating multiple input images");
+    }
+    if (!o.existing_target && backing.format.empty()) {
+      return invalid_argument("Use of backing file requires explicit backing format");
+    }
+    if (backing.name.empty()) return invalid_argument("expected backing file name, got empty string");
+    if (backing.name == o.target) {
+      return invalid_argument("the target cannot be its own backing file");
+    }
+  }
   return Status::ok();
 }
 
@@ -86,10 +131,12 @@ Status open_existing_target(io::FileSystem& fs, const ConvertOptions& o, uint64_
 Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size, Target& t) {
   qcow2::CreateOptions c = o.create.image;
   c.size = size;
+  const TargetBacking backing = target_backing(o);
+  c.backing_file = backing.name;
+  c.backing_format = backing.format;
   if (o.target_format == "qcow2") {
     QD_ASSIGN_OR_RETURN(t.dedup, dedup::choose_dedup(o.create.dedup, o.create.dedup_verify == "on",
                                                      o.create.cluster_size_set, c));
-    if (!c.backing_file.empty()) return unsupported("convert does not write backing files yet");
     QD_TRY(qcow2::validate_create_options(c));
   }
   QD_ASSIGN_OR_RETURN(t.beside, io::FileBeside::begin(fs, o.target));
@@ -110,7 +157,10 @@ Status create_target(io::FileSystem& fs, const ConvertOptions& o, uint64_t size,
   }
   QD_TRY(qcow2::create_image(*f, c));
   QD_ASSIGN_OR_RETURN(t.image, qcow2::Image::open(std::move(f), qcow2::ImageOptions{true}));
-  return Status::ok();
+  // Its backing file must open, as qemu-img opens the new target with it: a
+  // cluster the sources only partly cover copies the rest from it, and past
+  // its end no zeros are written.
+  return qcow2::attach_backing(*t.image, o.target, &fs, o.force_share);
 }
 
 // -p counts what qemu-img convert counts: the bytes it copies (the sources'
@@ -122,13 +172,24 @@ class RequestProgress {
   static constexpr uint64_t kRequestBytes = 2ull << 20;  // qemu-img's IO_BUF_SIZE
 
   // Plans the requests (a block-status pass over the sources) when enabled.
-  static Result<RequestProgress> plan(SourceSet& src, bool enabled, bool everything) {
+  // With `ro.above_base` (convert -B), what is left to the backing file is
+  // not copied.
+  static Result<RequestProgress> plan(SourceSet& src, bool enabled, bool everything,
+                                      const ReaderOptions& ro) {
     RequestProgress p;
     if (!enabled) return p;
     for (uint64_t at = 0; at < src.size();) {
-      QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at));
-      const uint64_t end = std::min(std::max(e.end, at + 1), src.size());
-      if (!e.zero || everything) {
+      QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at, ro.above_base));
+      uint64_t end = std::min(std::max(e.end, at + 1), src.size());
+      bool backing = e.backing;
+      if (e.zero && ro.above_base) {
+        if (at >= ro.backing_end) {
+          backing = true;
+        } else {
+          end = std::min(end, ro.backing_end);
+        }
+      }
+      if (!backing && (!e.zero || everything)) {
         for (uint64_t r = at; r < end; r += kRequestBytes) p.starts_.push_back(r);
         p.total_ += end - at;
         p.ends_.push_back(end);
@@ -160,23 +221,30 @@ class Converter {
  public:
   Converter(io::FileSystem& fs, const ConvertOptions& o, SourceSet& src, Target& t,
             ConvertReport& r)
-      : fs_(fs), o_(o), src_(src), t_(t), r_(r) {}
+      : fs_(fs), o_(o), src_(src), t_(t), r_(r), backing_(target_backing(o).given) {}
 
   Status run() {
     if (t_.image) QD_TRY(start_dedup());
     ReaderOptions ro;
     ro.unit = t_.image ? t_.image->geometry().cluster_size : 512;
     ro.batch_bytes = std::max<uint64_t>(kBatchBytes / ro.unit, 1) * ro.unit;
-    // -S 0 writes everything, holes included, as qemu-img does: read it all.
-    ro.block_status = o_.sparse_size != 0;
+    // -S 0 writes everything, holes included, as qemu-img does: read it all
+    // (with -B, all but what is left to the backing file).
+    ro.block_status = o_.sparse_size != 0 || backing_;
+    ro.read_holes = o_.sparse_size == 0;
     ro.detect_zero = o_.sparse_size != 0 && t_.image != nullptr;
+    ro.above_base = backing_;
+    // Past the end of a new target's backing file its zeros need no writing.
+    if (backing_ && !o_.existing_target && t_.image->backing() != nullptr) {
+      ro.backing_end = t_.image->backing()->virtual_size();
+    }
     ro.pool = pool_.get();
     // The reader thread reads, classifies and hashes (with the pool) the next
     // batches while this thread updates metadata and writes the target.
     // The plan reads the sources' block status: before the reader thread
     // starts, which uses the same images (their caches are not shared safely).
     QD_ASSIGN_OR_RETURN(RequestProgress requests,
-                        RequestProgress::plan(src_, o_.progress, o_.sparse_size == 0));
+                        RequestProgress::plan(src_, o_.progress, o_.sparse_size == 0, ro));
     SourceReader reader(src_, ro);
     QD_TRY(reader.start());
     Progress progress(o_.progress, requests.total());
@@ -262,7 +330,19 @@ class Converter {
     // caches: start them a few clusters ahead.
     constexpr size_t kPrefetchAhead = 8;
     const std::vector<bool> zeros_written = zeros_qemu_writes(b, cs);
+    size_t run = 0;  // the first backing run that may meet unit i
     for (size_t i = 0; i < b.units(); ++i) {
+      if (!b.backing_runs.empty() && !o_.compress) {
+        // A cluster partly left to the backing file: the rest is written,
+        // and the target fills it in from its own backing file (qemu-img's
+        // compressed writes take the whole cluster from the source).
+        const uint64_t from = b.offset + i * cs, to = std::min(from + cs, b.offset + b.bytes);
+        while (run < b.backing_runs.size() && b.backing_runs[run].second <= from) ++run;
+        if (run < b.backing_runs.size() && b.backing_runs[run].first < to) {
+          QD_TRY(write_around_backing(first + i, b, from, to, run));
+          continue;
+        }
+      }
       if (!zeros_written.empty() && zeros_written[i]) {
         QD_TRY(write_zero_data(first + i, b, i, cs));
         continue;
@@ -300,7 +380,8 @@ class Converter {
       for (size_t seg = i; seg < block_end;) {
         size_t end = seg;
         bool has_data = false, has_zero = false;
-        while (end < block_end && b.state[end] != SourceBatch::kHole) {
+        while (end < block_end && b.state[end] != SourceBatch::kHole &&
+               b.state[end] != SourceBatch::kBacking) {
           has_data |= b.state[end] == SourceBatch::kData;
           has_zero |= b.state[end] == SourceBatch::kZero;
           ++end;
@@ -314,6 +395,63 @@ class Converter {
       i = block_end;
     }
     return out;
+  }
+
+  // Guest cluster `gc`, [from, to) of batch `b`, partly covered by the
+  // backing runs from `run` on: the parts outside them are written, and the
+  // target fills in the rest from its backing file. As qemu-img's zero
+  // writes do on a new v3 target, a cluster whose written parts are zeros
+  // and whose backing file reads as zeros in the rest becomes a zero cluster.
+  Status write_around_backing(uint64_t gc, const SourceBatch& b, uint64_t from, uint64_t to,
+                              size_t run) {
+    std::vector<std::pair<uint64_t, uint64_t>> pieces, left;
+    for (uint64_t at = from; at < to;) {
+      const bool in_run = run < b.backing_runs.size() && b.backing_runs[run].first <= at;
+      uint64_t stop = to;
+      if (in_run) {
+        stop = std::min(to, b.backing_runs[run].second);
+        if (stop == b.backing_runs[run].second) ++run;
+      } else if (run < b.backing_runs.size()) {
+        stop = std::min(to, b.backing_runs[run].first);
+      }
+      (in_run ? left : pieces).emplace_back(at, stop);
+      at = stop;
+    }
+    auto bytes_of = [&](const std::pair<uint64_t, uint64_t>& p) {
+      return std::span<const uint8_t>(b.data.data() + (p.first - b.offset), p.second - p.first);
+    };
+    if (indexed_target_) QD_TRY(writer_->forget(gc));
+    const qcow2::Geometry& g = t_.image->geometry();
+    if (!o_.existing_target && o_.sparse_size != 0 && t_.image->header().version >= 3 &&
+        !g.extended_l2 &&
+        std::all_of(pieces.begin(), pieces.end(), [&](const auto& p) { return is_zero(bytes_of(p)); })) {
+      bool zero = true;
+      for (const auto& [lo, hi] : left) {
+        QD_ASSIGN_OR_RETURN(zero, backing_reads_zero(lo, hi));
+        if (!zero) break;
+      }
+      if (zero) {
+        ++r_.zero_clusters;
+        return t_.image->zero_cluster(gc);
+      }
+    }
+    for (const auto& p : pieces) QD_TRY(t_.image->write(p.first, bytes_of(p)));
+    if (writer_) writer_->note_partial_cluster();
+    ++r_.clusters_written;
+    return Status::ok();
+  }
+
+  // Whether the target's backing chain is known to read as zeros in
+  // [from, to) without reading it (QEMU's block status through the chain).
+  Result<bool> backing_reads_zero(uint64_t from, uint64_t to) {
+    qcow2::BlockDevice* dev = t_.image->backing();
+    if (dev == nullptr) return true;
+    for (uint64_t at = from; at < std::min(to, dev->virtual_size());) {
+      QD_ASSIGN_OR_RETURN(SourceExtent e, device_extent(*dev, at));
+      if (!e.zero) return false;
+      at = std::max(e.end, at + 1);
+    }
+    return true;
   }
 
   // Guest cluster `first + i` of batch `b`, all zero, written as data (-S).
@@ -342,6 +480,9 @@ class Converter {
   Status write_cluster(uint64_t gc, std::span<const uint8_t> c, uint8_t state, bool partial,
                        uint64_t bytes, const uint8_t* digest) {
     const uint64_t cs = c.size();
+    // Left to the backing file (-B): not written (the target, new or not,
+    // keeps what it shows there).
+    if (state == SourceBatch::kBacking) return Status::ok();
     const bool data = state == SourceBatch::kData;
     // An entry whose cluster is about to change leaves the target's index.
     if (indexed_target_) QD_TRY(writer_->forget(gc));
@@ -360,7 +501,8 @@ class Converter {
     }
     if (!data) {
       ++r_.zero_clusters;
-      return o_.existing_target ? t_.image->zero_cluster(gc) : Status::ok();
+      // Zeros of a target that may show something else there: written.
+      return o_.existing_target || backing_ ? t_.image->zero_cluster(gc) : Status::ok();
     }
     if (!writer_ || partial) {
       // Without dedup; or the sources end inside this cluster: stored as is
@@ -408,6 +550,7 @@ class Converter {
   Target& t_;
   ConvertReport& r_;
   bool source_failed_ = false;
+  const bool backing_;                   // -B: what the source's top leaves is left
   bool indexed_target_ = false;          // -n into an image whose data is indexed
   dedup::DedupCounters start_counters_;  // the target's lifetime counters before this run
   std::unique_ptr<dedup::DedupWriter> writer_;

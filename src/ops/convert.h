@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@ struct ConvertOptions {
   std::string target;
   std::string target_format = "raw";
   CreateRequest create;            // -o options (qcow2 target)
+  // -B: the target's backing file (over -o backing_file); what the top
+  // source image does not allocate is left to it. -F: its format (over
+  // -o backing_fmt). With -n, -B only says what to leave unwritten.
+  std::optional<std::string> backing;
+  std::optional<std::string> backing_format;
   uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
   bool existing_target = false;    // -n
   bool compress = false;           // -c: data clusters compressed (qcow2 target)

@@ -41,7 +41,47 @@ Result<SourceExtent> raw_extent(qcow2::RawDevice& raw, uint64_t offset) {
   return SourceExtent{std::min(e.end, size), e.hole};
 }
 
-Result<SourceExtent> image_extent(qcow2::Image& img, uint64_t offset) {
+// Above the base (convert -B), as QEMU's qcow2 block status and
+// bdrv_co_block_status answer one query of qemu-img convert: a run of
+// unallocated clusters ends at the end of its L2 table (or of the query), and
+// is left to the backing file when it starts within the backing file's
+// length, past its end too (past it, a zero run). The reader asks where the
+// last extent ended, as qemu-img asks.
+Result<SourceExtent> image_extent_above_base(qcow2::Image& img, uint64_t offset) {
+  const qcow2::Geometry& g = img.geometry();
+  const uint64_t size = img.virtual_size();
+  qcow2::BlockDevice* backing = img.backing();
+  const uint64_t backing_size = backing ? backing->virtual_size() : 0;
+  auto kind_at = [&](uint64_t at) -> Result<ClusterKind> {
+    QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, img.l2_entry(at >> g.cluster_bits));
+    return kind_of(e, g);
+  };
+  QD_ASSIGN_OR_RETURN(ClusterKind kind, kind_at(offset));
+  uint64_t limit = std::min(size, offset + kMaxExtentBytes);
+  if (kind == ClusterKind::kBacking) {
+    // qemu-img's query: up to BDRV_REQUEST_MAX_SECTORS, cut to whole clusters.
+    constexpr uint64_t kMaxRequestBytes = ((uint64_t{1} << 31) - 1) >> 9 << 9;
+    const uint64_t request_end = std::max((offset + kMaxRequestBytes) >> g.cluster_bits << g.cluster_bits,
+                                          offset + 1);
+    const uint64_t table_end = (offset / g.bytes_per_l2() + 1) * g.bytes_per_l2();
+    limit = std::min({size, request_end, table_end});
+  }
+  uint64_t end = std::min(size, ((offset >> g.cluster_bits) + 1) << g.cluster_bits);
+  while (end < limit) {
+    QD_ASSIGN_OR_RETURN(ClusterKind next, kind_at(end));
+    if (next != kind) break;
+    end = std::min(size, end + g.cluster_size);
+  }
+  end = std::min(end, limit);
+  if (kind == ClusterKind::kBacking) {
+    const bool left = offset < backing_size;
+    return SourceExtent{end, !left, left};
+  }
+  return SourceExtent{end, kind == ClusterKind::kZero};
+}
+
+Result<SourceExtent> image_extent(qcow2::Image& img, uint64_t offset, bool above_base) {
+  if (above_base) return image_extent_above_base(img, offset);
   const qcow2::Geometry& g = img.geometry();
   const uint64_t size = img.virtual_size();
   qcow2::BlockDevice* backing = img.backing();
@@ -70,9 +110,9 @@ Result<SourceExtent> image_extent(qcow2::Image& img, uint64_t offset) {
 
 }  // namespace
 
-Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset) {
+Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset, bool above_base) {
   if (auto* raw = dynamic_cast<qcow2::RawDevice*>(&dev)) return raw_extent(*raw, offset);
-  if (auto* img = dynamic_cast<qcow2::Image*>(&dev)) return image_extent(*img, offset);
+  if (auto* img = dynamic_cast<qcow2::Image*>(&dev)) return image_extent(*img, offset, above_base);
   return SourceExtent{dev.virtual_size(), false};
 }
 
@@ -109,14 +149,15 @@ Status SourceSet::read(uint64_t offset, std::span<uint8_t> buf) {
   return Status::ok();
 }
 
-Result<SourceExtent> SourceSet::extent_at(uint64_t offset) {
+Result<SourceExtent> SourceSet::extent_at(uint64_t offset, bool above_base) {
   size_t i = source_of(offset);
   uint64_t in = offset - starts_[i];
-  Result<SourceExtent> e = device_extent(*devs_[i], in);
+  Result<SourceExtent> e = device_extent(*devs_[i], in, above_base);
   if (!e) return e.status().with_prefix(devs_[i]->name());
   // A wrong answer must not stall the reader: at least one byte, data if unsure.
   if (e->end <= in) return SourceExtent{offset + 1, false};
-  return SourceExtent{starts_[i] + std::min(e->end, devs_[i]->virtual_size()), e->zero};
+  return SourceExtent{starts_[i] + std::min(e->end, devs_[i]->virtual_size()), e->zero,
+                      e->backing};
 }
 
 // ---- SourceReader ----
@@ -188,6 +229,7 @@ void SourceReader::fill(SourceBatch& b, uint64_t offset) {
   b.state.assign(units, SourceBatch::kData);
   b.hash_seconds = 0;
   b.status = Status::ok();
+  b.backing_runs.clear();
   if (o_.block_status) b.status = mark_holes(b);
   if (b.status) b.status = read_data(b);
   if (!b.status) return;
@@ -206,25 +248,69 @@ void SourceReader::fill(SourceBatch& b, uint64_t offset) {
   }
 }
 
-// A unit is a hole only if all of it lies in zero extents; a unit that is
-// partly data is read whole (its hole part reads as zeros anyway).
+// A unit is a hole only if all of it lies in zero extents, and left to the
+// backing file only if all of it lies in backing extents; a unit that is
+// partly data is read whole (its hole part reads as zeros anyway), and so is
+// one partly zero, partly backing (its backing runs are kept for the writer).
 Status SourceReader::mark_holes(SourceBatch& b) {
-  std::fill(b.state.begin(), b.state.end(), SourceBatch::kHole);
+  constexpr uint8_t kTouchData = 1, kTouchZero = 2, kTouchBacking = 4;
+  touched_.assign(b.units(), 0);
+  b.backing_runs.clear();
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // every backing extent of the batch
   const uint64_t end = b.offset + b.bytes;
   for (uint64_t pos = b.offset; pos < end;) {
     if (!have_extent_ || pos < extent_start_ || pos >= extent_.end) {
-      QD_ASSIGN_OR_RETURN(extent_, src_.extent_at(pos));
+      QD_ASSIGN_OR_RETURN(extent_, src_.extent_at(pos, o_.above_base));
       extent_start_ = pos;
       have_extent_ = true;
     }
-    const uint64_t stop = std::min(extent_.end, end);
-    if (!extent_.zero) {
-      const size_t first = static_cast<size_t>((pos - b.offset) / o_.unit);
-      const size_t last = static_cast<size_t>((stop - 1 - b.offset) / o_.unit);
-      std::fill(b.state.begin() + static_cast<std::ptrdiff_t>(first),
-                b.state.begin() + static_cast<std::ptrdiff_t>(last + 1), SourceBatch::kData);
+    uint64_t stop = std::min(extent_.end, end);
+    bool backing = extent_.backing;
+    if (extent_.zero && o_.above_base) {
+      // Past the end of the target's backing file, zeros are left unwritten.
+      if (pos >= o_.backing_end) {
+        backing = true;
+      } else {
+        stop = std::min(stop, o_.backing_end);
+      }
+    }
+    const uint8_t touch = backing ? kTouchBacking : extent_.zero ? kTouchZero : kTouchData;
+    const size_t first = static_cast<size_t>((pos - b.offset) / o_.unit);
+    const size_t last = static_cast<size_t>((stop - 1 - b.offset) / o_.unit);
+    for (size_t u = first; u <= last; ++u) touched_[u] |= touch;
+    if (backing) {
+      if (!runs.empty() && runs.back().second == pos) {
+        runs.back().second = stop;
+      } else {
+        runs.emplace_back(pos, stop);
+      }
     }
     pos = stop;
+  }
+  for (size_t u = 0; u < b.units(); ++u) {
+    const uint8_t t = touched_[u];
+    if (t & kTouchData) {
+      b.state[u] = SourceBatch::kData;
+    } else if (t == kTouchBacking) {
+      b.state[u] = SourceBatch::kBacking;
+    } else if (t == kTouchZero) {
+      b.state[u] = o_.read_holes ? SourceBatch::kData : SourceBatch::kHole;
+    } else {
+      b.state[u] = SourceBatch::kData;  // partly zero, partly backing
+    }
+  }
+  // The backing runs inside data units, for the writer.
+  for (const auto& [from, to] : runs) {
+    for (uint64_t u = (from - b.offset) / o_.unit; u * o_.unit + b.offset < to; ++u) {
+      if (b.state[u] != SourceBatch::kData) continue;
+      const uint64_t lo = std::max(from, b.offset + u * o_.unit);
+      const uint64_t hi = std::min(to, b.offset + (u + 1) * o_.unit);
+      if (!b.backing_runs.empty() && b.backing_runs.back().second == lo) {
+        b.backing_runs.back().second = hi;
+      } else {
+        b.backing_runs.emplace_back(lo, hi);
+      }
+    }
   }
   return Status::ok();
 }

@@ -22,10 +22,13 @@
 namespace qdedup::ops {
 
 // The run of guest bytes [offset asked, end) of a disk: known to read as
-// zeros (`zero`), or possibly holding data.
+// zeros (`zero`), left to the top image's backing file (`backing`: asked
+// above the base, unallocated in the top image within its backing file's
+// length), or possibly holding data.
 struct SourceExtent {
   uint64_t end = 0;
   bool zero = false;
+  bool backing = false;
 };
 
 // Block status of one disk at `offset` (< virtual_size()): holes of a raw
@@ -33,8 +36,12 @@ struct SourceExtent {
 // unallocated clusters through the backing chain (zeros past the backing
 // file's end or without one). Anything else (compressed clusters, partly
 // zero subclusters, files without block status) is data. The extent ends at
-// or before virtual_size().
-Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset);
+// or before virtual_size(). `above_base`: as QEMU's bdrv_block_status_above
+// with the top image's backing file as the base (convert -B): an
+// unallocated cluster of a qcow2 image is a `backing` extent, not looked up
+// in the backing chain.
+Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset,
+                                   bool above_base = false);
 
 // The sources, concatenated into one read-only disk.
 class SourceSet {
@@ -45,7 +52,7 @@ class SourceSet {
   // Reads guest bytes [offset, offset + buf.size()); errors name the source.
   Status read(uint64_t offset, std::span<uint8_t> buf);
   // device_extent() of the concatenation; the extent ends at a source's end.
-  Result<SourceExtent> extent_at(uint64_t offset);
+  Result<SourceExtent> extent_at(uint64_t offset, bool above_base = false);
 
  private:
   size_t source_of(uint64_t offset) const;
@@ -62,12 +69,19 @@ struct SourceBatch {
   static constexpr uint8_t kData = 0;  // read; hashed when the reader hashes
   static constexpr uint8_t kZero = hash::HashPool::kZeroChunk;  // read, all zero
   static constexpr uint8_t kHole = 2;  // reads as zeros: not read, bytes undefined
+  // Left to the target's backing file (ReaderOptions::above_base): not read,
+  // bytes undefined, never written.
+  static constexpr uint8_t kBacking = 3;
 
   uint64_t offset = 0;  // guest offset of unit 0 (a multiple of the unit)
   uint64_t bytes = 0;   // guest bytes; the last unit may be partial
   io::AlignedBuffer data;        // units() * unit bytes (page-aligned); a partial last unit is zero-padded
   std::vector<uint8_t> state;    // one per unit
   std::vector<uint8_t> digests;  // digest_size bytes per unit (data units, when hashed)
+  // With above_base: the guest ranges [first, second) left to the backing
+  // file inside data units (a unit only partly backing is read whole; the
+  // writer writes the rest of it), in order.
+  std::vector<std::pair<uint64_t, uint64_t>> backing_runs;
   double hash_seconds = 0;       // wall time this batch spent hashing
   Status status;                 // a read error ends the batches
 
@@ -78,7 +92,13 @@ struct ReaderOptions {
   uint64_t unit = 512;         // a power of two
   uint64_t batch_bytes = 0;    // a multiple of unit
   bool block_status = true;    // skip holes (false: read everything, as -S 0)
+  bool read_holes = false;     // with block_status: holes are read as data (-S 0 -B)
   bool detect_zero = false;    // mark all-zero units kZero
+  // convert -B: block status above each source's backing file (kBacking
+  // units), and zero ranges from `backing_end` on (past the end of the
+  // target's backing file, where it reads zeros) are kBacking too.
+  bool above_base = false;
+  uint64_t backing_end = UINT64_MAX;
   hash::HashPool* pool = nullptr;    // hash the data units on all cores, or null
 };
 
@@ -109,6 +129,7 @@ class SourceReader {
 
   SourceSet& src_;
   const ReaderOptions o_;
+  std::vector<uint8_t> touched_;  // mark_holes: the kinds of extent each unit meets
   SourceExtent extent_;          // the last extent asked of the sources
   uint64_t extent_start_ = 0;
   bool have_extent_ = false;

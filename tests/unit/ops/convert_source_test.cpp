@@ -223,6 +223,87 @@ TEST_CASE("qcow2 source: zero and unallocated clusters through the backing chain
   CHECK(t.holes == 256 - t.data);
 }
 
+TEST_CASE("above the base (convert -B): unallocated runs are left to the backing file",
+          "[convert_source]") {
+  if (!testsupport::have_qemu()) {
+    WARN("qemu-img not installed: skipped");
+    return;
+  }
+  ScratchDir dir;
+  REQUIRE(!dir.path().empty());
+  // 4 KiB clusters, so that an L2 table covers 2 MiB. base: 1 MiB. top: 3 MiB, a zero
+  // cluster at 8 KiB, data at [12 KiB, 20 KiB) and at 2 MiB + 64 KiB.
+  REQUIRE(run_sh(dir.path(),
+                 "qemu-img create -q -f qcow2 -o cluster_size=4k base.qcow2 1M && "
+                 "qemu-io -f qcow2 -c 'write -P 0x61 0 1M' base.qcow2 && "
+                 "qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 top.qcow2 3M && "
+                 "qemu-io -f qcow2 -c 'write -z 8k 4k' -c 'write -P 0x62 12k 8k' "
+                 "-c 'write -P 0x63 2112k 4k' top.qcow2"));
+  SourceSet src;
+  REQUIRE(src.open(io::posix_file_system(), {dir.file("top.qcow2")}, "qcow2", false).is_ok());
+
+  auto first = src.extent_at(0, true);
+  REQUIRE(first.is_ok());
+  CHECK(first->backing);
+  CHECK_FALSE(first->zero);
+  CHECK(first->end == 8 * KiB);
+  auto zero = src.extent_at(8 * KiB, true);
+  REQUIRE(zero.is_ok());
+  CHECK(zero->zero);
+  CHECK_FALSE(zero->backing);
+  CHECK(zero->end == 12 * KiB);
+  auto data = src.extent_at(12 * KiB, true);
+  REQUIRE(data.is_ok());
+  CHECK_FALSE(data->zero);
+  CHECK_FALSE(data->backing);
+  CHECK(data->end == 20 * KiB);
+  // One query: the run that starts within the base goes on past its end, to the end of
+  // the L2 table (as QEMU answers it), not to the base's end.
+  auto run = src.extent_at(20 * KiB, true);
+  REQUIRE(run.is_ok());
+  CHECK(run->backing);
+  CHECK(run->end == 2048 * KiB);
+  // A query that starts past the base's end: zeros.
+  auto past = src.extent_at(2048 * KiB, true);
+  REQUIRE(past.is_ok());
+  CHECK(past->zero);
+  CHECK_FALSE(past->backing);
+  CHECK(past->end == 2112 * KiB);
+  // Not above the base: the backing file's data, and zeros past its end.
+  auto through = src.extent_at(20 * KiB);
+  REQUIRE(through.is_ok());
+  CHECK_FALSE(through->backing);
+  CHECK_FALSE(through->zero);
+  CHECK(through->end <= 1024 * KiB);
+
+  // The reader, in 16 KiB units: unit 0 is data and zero, with a backing run [0, 8 KiB)
+  // kept for the writer; unit 1 is data, with [20 KiB, 32 KiB) left; units 2 .. 127
+  // are left to the backing file; past the target's backing end (1 MiB here), zeros
+  // are left too.
+  ReaderOptions o;
+  o.unit = 16 * KiB;
+  o.batch_bytes = 3072 * KiB;
+  o.above_base = true;
+  o.backing_end = 1024 * KiB;
+  SourceReader reader(src, o);
+  REQUIRE(reader.start().is_ok());
+  SourceBatch* b = reader.next();
+  REQUIRE(b != nullptr);
+  REQUIRE(b->status.is_ok());
+  REQUIRE(b->units() == 192);
+  CHECK(b->state[0] == SourceBatch::kData);
+  CHECK(b->state[1] == SourceBatch::kData);
+  size_t left = 0;
+  for (size_t u = 2; u < 192; ++u) left += b->state[u] == SourceBatch::kBacking;
+  CHECK(left == 191 - 2);  // all but the unit of the data at 2112 KiB
+  CHECK(b->state[2112 / 16] == SourceBatch::kData);
+  using Run = std::pair<uint64_t, uint64_t>;
+  CHECK(b->backing_runs == std::vector<Run>{{0, 8 * KiB}, {20 * KiB, 32 * KiB},
+                                           {2116 * KiB, 2128 * KiB}});
+  reader.release(b);
+  CHECK(reader.next() == nullptr);
+}
+
 TEST_CASE("a reader stopped early joins its thread", "[convert_source]") {
   ScratchDir dir;
   REQUIRE(!dir.path().empty());
