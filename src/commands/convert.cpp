@@ -1,4 +1,5 @@
-// qdedup convert [-f FMT] [-O FMT] [-B BACKING [-F FMT]] [-o OPTIONS] [-p] [-q] [-S SIZE] [-n] [-U]
+// qdedup convert [-f FMT] [-O FMT] [-B BACKING [-F FMT]] [-l SNAPSHOT] [-o OPTIONS] [-p] [-q]
+//                [-S SIZE] [-n] [-U]
 //                [--stats [--output=human|json]] SRC [SRC...] DST
 #include <nlohmann/json.hpp>
 
@@ -6,6 +7,7 @@
 #include <iostream>
 
 #include "commands/command.h"
+#include "commands/image_name.h"
 #include "ops/convert.h"
 #include "util/size.h"
 
@@ -19,6 +21,7 @@ struct ConvertArgs {
   std::vector<std::string> options;
   std::optional<std::string> backing;
   std::optional<std::string> backing_format;
+  std::optional<std::string> snapshot;
   bool progress = false;
   std::string sparse = "4k";
   bool existing = false;
@@ -69,6 +72,32 @@ void render_human(const ops::ConvertReport& r) {
   std::printf("Wall time:              %.3f s\n", r.wall_seconds);
 }
 
+// -l as qemu-img reads it: `snapshot.id=ID,snapshot.name=NAME` (either), or
+// one value that is an id or else a name.
+Result<ops::SnapshotSelect> parse_snapshot(const std::string& text) {
+  ops::SnapshotSelect s;
+  if (text.rfind("snapshot.", 0) != 0) {
+    s.id_or_name = text;
+    return s;
+  }
+  auto bad = [&](const std::string& why) {
+    return invalid_argument("Failed in parsing snapshot param '" + text + "': " + why);
+  };
+  auto opts = split_qemu_opts(text);
+  if (!opts) return bad(opts.status().message());
+  for (const auto& [key, value] : *opts) {
+    if (key == "snapshot.id") {
+      s.id = value;
+    } else if (key == "snapshot.name") {
+      s.name = value;
+    } else {
+      return bad("Invalid parameter '" + key + "'");
+    }
+  }
+  if (!s.id && !s.name) return bad("snapshot_id and name are both NULL");
+  return s;
+}
+
 Status run_convert(const ConvertArgs& a) {
   if (a.files.size() < 2) return invalid_argument("convert needs a source and a target");
   ops::ConvertOptions o;
@@ -79,6 +108,9 @@ Status run_convert(const ConvertArgs& a) {
   o.force_share = a.force_share;
   o.backing = a.backing;
   o.backing_format = a.backing_format;
+  if (a.snapshot) {
+    QD_ASSIGN_OR_RETURN(o.snapshot, parse_snapshot(*a.snapshot));
+  }
   o.existing_target = a.existing;
   o.compress = a.compress;
   o.progress = a.progress && !quiet();
@@ -116,6 +148,9 @@ std::function<int()> register_convert(CLI::App& app) {
                  "Backing file of the target: what the source's top image does not allocate "
                  "is left unallocated (the source's backing file, or one that holds the same)");
   app.add_option("-F", a->backing_format, "Format of the -B backing file (qcow2 or raw)");
+  app.add_option("-l", a->snapshot,
+                 "Read the source's internal snapshot: its id or name, or "
+                 "snapshot.id=ID[,snapshot.name=NAME]");
   app.add_flag("-p", a->progress, "Show progress on stderr");
   app.add_option("-S", a->sparse, "Zero runs of this size are not written (default 4k; 0 writes all)");
   app.add_flag("-n", a->existing, "Write into an existing target (no create)");

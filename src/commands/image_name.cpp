@@ -55,7 +55,8 @@ Status flatten(const nlohmann::json& j, const std::string& prefix,
   return Status::ok();
 }
 
-// QemuOpts: key=value pairs separated by ',', a ',,' standing for a comma.
+}  // namespace
+
 Result<std::map<std::string, std::string>> split_qemu_opts(const std::string& text) {
   std::map<std::string, std::string> out;
   std::string item;
@@ -80,6 +81,8 @@ Result<std::map<std::string, std::string>> split_qemu_opts(const std::string& te
   QD_TRY(take());
   return out;
 }
+
+namespace {
 
 Result<ImageName> from_options(std::map<std::string, std::string> opts) {
   ImageName n;

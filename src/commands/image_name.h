@@ -5,6 +5,7 @@
 // and says which key it does not take otherwise.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "util/status.h"
@@ -15,6 +16,10 @@ struct ImageName {
   std::string path;
   std::string format;  // "" when the name does not give one
 };
+
+// QemuOpts syntax: key=value pairs separated by ',', a ',,' standing for a
+// comma; an item without '=' is an error.
+Result<std::map<std::string, std::string>> split_qemu_opts(const std::string& text);
 
 // `format` is -f's value ("" when absent).
 Result<ImageName> parse_image_name(const std::string& name, bool image_opts,

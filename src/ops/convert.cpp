@@ -564,7 +564,7 @@ Result<ConvertReport> convert(io::FileSystem& fs, const ConvertOptions& o) {
   auto start = Clock::now();
   QD_TRY(check_options(o));
   SourceSet src;
-  QD_TRY(src.open(fs, o.sources, o.source_format, o.force_share));
+  QD_TRY(src.open(fs, o.sources, o.source_format, o.force_share, o.snapshot));
   ConvertReport r;
   r.target = o.target;
   r.target_format = o.target_format;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "io/file_system.h"
+#include "ops/convert_source.h"
 #include "ops/create_options.h"
 #include "util/status.h"
 
@@ -25,6 +26,7 @@ struct ConvertOptions {
   // -o backing_fmt). With -n, -B only says what to leave unwritten.
   std::optional<std::string> backing;
   std::optional<std::string> backing_format;
+  std::optional<SnapshotSelect> snapshot;  // -l: read the first source's internal snapshot
   uint64_t sparse_size = 4096;     // -S: 0 writes zeros too
   bool existing_target = false;    // -n
   bool compress = false;           // -c: data clusters compressed (qcow2 target)

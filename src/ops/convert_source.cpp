@@ -119,7 +119,8 @@ Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset, boo
 // ---- SourceSet ----
 
 Status SourceSet::open(io::FileSystem& fs, const std::vector<std::string>& paths,
-                       const std::string& format, bool force_share) {
+                       const std::string& format, bool force_share,
+                       const std::optional<SnapshotSelect>& snapshot) {
   for (const std::string& path : paths) {
     qcow2::OpenRequest req{.path = path, .format = format, .force_share = force_share, .fs = &fs};
     QD_ASSIGN_OR_RETURN(auto dev, qcow2::open_device(req));
@@ -127,7 +128,34 @@ Status SourceSet::open(io::FileSystem& fs, const std::vector<std::string>& paths
     total_ += dev->virtual_size();
     devs_.push_back(std::move(dev));
   }
+  if (snapshot) QD_TRY(load_snapshot(*snapshot, paths.size()));
   return Status::ok();
+}
+
+// As qemu-img convert -l: the sizes stay those of the sources' active states.
+Status SourceSet::load_snapshot(const SnapshotSelect& s, size_t sources) {
+  if (s.id_or_name && sources > 1) {
+    return invalid_argument("No support for concatenating multiple snapshot");
+  }
+  qcow2::BlockDevice& dev = *devs_[0];
+  auto failed = [&](const std::string& why) {
+    return invalid_argument("Failed to load snapshot: " + why).with_prefix(dev.name());
+  };
+  auto* img = dynamic_cast<qcow2::Image*>(&dev);
+  if (img == nullptr) {
+    return failed(std::string("Block format '") + dev.format() +
+                  "' does not support temporarily loading internal snapshots");
+  }
+  std::optional<size_t> index;
+  if (s.id_or_name) {
+    index = qcow2::find_snapshot(img->snapshots(), &*s.id_or_name, nullptr);
+    if (!index) index = qcow2::find_snapshot(img->snapshots(), nullptr, &*s.id_or_name);
+  } else {
+    index = qcow2::find_snapshot(img->snapshots(), s.id ? &*s.id : nullptr,
+                                 s.name ? &*s.name : nullptr);
+  }
+  if (!index) return failed("Can't find snapshot");
+  return img->load_snapshot_tmp(*index).with_prefix(dev.name());
 }
 
 size_t SourceSet::source_of(uint64_t offset) const {

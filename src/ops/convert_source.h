@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -43,11 +44,20 @@ struct SourceExtent {
 Result<SourceExtent> device_extent(qcow2::BlockDevice& dev, uint64_t offset,
                                    bool above_base = false);
 
+// convert -l: the internal snapshot of the first source that is read instead
+// of its active state (qemu-img's rules: `snapshot.id=`, `snapshot.name=`, or
+// one value, an id or else a name, which needs a single source).
+struct SnapshotSelect {
+  std::optional<std::string> id;
+  std::optional<std::string> name;
+  std::optional<std::string> id_or_name;
+};
+
 // The sources, concatenated into one read-only disk.
 class SourceSet {
  public:
   Status open(io::FileSystem& fs, const std::vector<std::string>& paths, const std::string& format,
-              bool force_share);
+              bool force_share, const std::optional<SnapshotSelect>& snapshot = std::nullopt);
   uint64_t size() const { return total_; }
   // Reads guest bytes [offset, offset + buf.size()); errors name the source.
   Status read(uint64_t offset, std::span<uint8_t> buf);
@@ -56,6 +66,7 @@ class SourceSet {
 
  private:
   size_t source_of(uint64_t offset) const;
+  Status load_snapshot(const SnapshotSelect& s, size_t sources);
 
   std::vector<std::unique_ptr<qcow2::BlockDevice>> devs_;
   std::vector<uint64_t> starts_;

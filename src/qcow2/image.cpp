@@ -61,6 +61,18 @@ Status Image::load(uint64_t file_size) {
   return Status::ok();
 }
 
+Status Image::load_snapshot_tmp(size_t index) {
+  if (writable_) return invalid_argument("a snapshot is loaded only into a read-only image");
+  if (index >= snapshots_.size()) return invalid_argument("no such snapshot");
+  const Snapshot& s = snapshots_[index];
+  // read_snapshot_table checked its size and place.
+  std::vector<uint8_t> raw(uint64_t{s.l1_size} * 8);
+  QD_TRY(file_->read_exact(s.l1_table_offset, raw, "snapshot L1 table"));
+  l1_.assign(s.l1_size, 0);
+  for (uint64_t i = 0; i < l1_.size(); ++i) l1_[i] = load_be64(raw.data() + 8 * i);
+  return Status::ok();
+}
+
 Result<uint64_t> Image::refcount(uint64_t host_cluster) {
   if (!refcounts_loaded_) {
     QD_TRY(refcounts_.load());

@@ -60,6 +60,11 @@ class Image : public BlockDevice {
   void set_backing(std::unique_ptr<BlockDevice> backing) { backing_ = std::move(backing); }
   BlockDevice* backing() { return backing_.get(); }
 
+  // Reads through the L1 table of snapshot `index` instead of the active one
+  // from now on (read-only images), as QEMU's qcow2_snapshot_load_tmp: the
+  // virtual size stays the image's.
+  Status load_snapshot_tmp(size_t index);
+
   // The L2 entry mapping `guest_cluster` (a zero entry if no L2 table).
   Result<L2Entry> l2_entry(uint64_t guest_cluster);
   const std::vector<uint64_t>& l1_table() const { return l1_; }

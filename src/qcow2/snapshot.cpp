@@ -81,6 +81,17 @@ Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& 
   return std::move(table.snapshots);
 }
 
+std::optional<size_t> find_snapshot(const std::vector<Snapshot>& snapshots, const std::string* id,
+                                    const std::string* name) {
+  if (id == nullptr && name == nullptr) return std::nullopt;
+  for (size_t i = 0; i < snapshots.size(); ++i) {
+    if ((id == nullptr || snapshots[i].id == *id) && (name == nullptr || snapshots[i].name == *name)) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
 std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots) {
   std::vector<uint8_t> out;
   for (const Snapshot& s : snapshots) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,5 +60,10 @@ SnapshotL1Faults snapshot_l1_faults(const Snapshot& s, uint64_t cluster_size, ui
 // table's size, alignment and place in the file.
 Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
                                                   uint64_t file_size);
+
+// The index of the first snapshot with this id and name (either may be null:
+// not compared; both null finds none), as QEMU's find_snapshot_by_id_and_name.
+std::optional<size_t> find_snapshot(const std::vector<Snapshot>& snapshots, const std::string* id,
+                                    const std::string* name);
 
 }  // namespace qdedup::qcow2
