@@ -12,12 +12,14 @@ namespace {
 
 // One full pass: qcow2 structures, then the dedup index. `log` false: silent.
 // `before_repair`: the pass -r all repairs from, which leaves COPIED findings
-// to the repair's own lines (as qemu-img check -r all prints them).
+// to the repair's own lines and reads the snapshot table as it will be
+// repaired (as qemu-img check -r all does both).
 Result<CheckReport> check_pass(io::File& file, const CheckJob& job, bool log,
                                bool before_repair = false) {
   qcow2::CheckOptions co;
   if (log) co.log = job.log;
   co.quiet_copied = before_repair;
+  co.repair_snapshots = before_repair;
   QD_ASSIGN_OR_RETURN(qcow2::CheckAnalysis an, qcow2::analyse_image(file, co));
   dedup::DedupCheckOptions dopt;
   dopt.verify_hashes = job.verify_hashes && log;

@@ -278,14 +278,60 @@ Result<CheckAnalysis> analyse_image(io::File& file, const CheckOptions& options)
   CheckAnalysis a;
   QD_ASSIGN_OR_RETURN(a.file_size, file.size());
   QD_ASSIGN_OR_RETURN(a.header, read_header(file, a.file_size));
+  auto log = [&](const std::string& line) {
+    if (options.log) options.log(line);
+  };
+  // The snapshot table as QEMU's qcow2_check_read_snapshot_table reads it:
+  // past QEMU's limits (too many entries, too much extra data in one, a
+  // table over 64 MiB) the check fails, and check -r all drops what is over.
+  a.stored_nb_snapshots = a.header.nb_snapshots;
+  if (a.header.nb_snapshots > kMaxSnapshots) {
+    const uint32_t over = a.header.nb_snapshots - kMaxSnapshots;
+    if (!options.repair_snapshots) {
+      return corruption("snapshot table too large (" + std::to_string(a.header.nb_snapshots) +
+                        " snapshots; qdedup check -r all removes the last " +
+                        std::to_string(over) + ")");
+    }
+    log("Discarding " + std::to_string(over) + " overhanging snapshots");
+    a.snapshot_repairs.discarded = over;
+    a.header.nb_snapshots = kMaxSnapshots;
+  }
   QD_TRY(validate_header(a.header, a.file_size, false));
   a.g = Geometry::from_header(a.header);
 
-  // The snapshot table: damage to one entry's L1 fields is a finding (the
-  // entry is deleted by repair), damage to the table's framing fails the check.
-  QD_ASSIGN_OR_RETURN(SnapshotTable table, read_snapshot_table_entries(file, a.header, a.file_size));
+  // Damage to one entry's L1 fields is a finding (the entry is deleted by
+  // repair).
+  SnapshotRepairs read_fixes;
+  QD_ASSIGN_OR_RETURN(SnapshotTable table,
+                      read_snapshot_table_entries(file, a.header, a.file_size,
+                                                  options.repair_snapshots ? &read_fixes : nullptr)
+                          .with_prefix("failed to read the snapshot table"));
+  for (const SnapshotRepairs::Truncated& t : read_fixes.truncated) {
+    log("Discarding too much extra metadata in snapshot table entry " + std::to_string(t.index) +
+        " (" + std::to_string(t.extra_bytes) + " > " + std::to_string(kMaxSnapshotExtraData) + ")");
+  }
+  a.snapshot_repairs.truncated = std::move(read_fixes.truncated);
+  if (read_fixes.discarded) {
+    log("Discarding " + std::to_string(read_fixes.discarded) +
+        " overhanging snapshots (snapshot table is too big)");
+    a.snapshot_repairs.discarded += read_fixes.discarded;
+  }
   a.snapshots = std::move(table.snapshots);
   a.snapshot_table_bytes = table.bytes;
+  a.header.nb_snapshots = static_cast<uint32_t>(a.snapshots.size());
+  // The counts as qemu-img's: the entries dropped are fixed at once (the
+  // header says so before the refcounts are checked), the rest by the new table.
+  a.counts.corruptions += a.snapshot_repairs.truncated.size();
+  if (a.header.version >= 3) {
+    for (uint32_t i = 0; i < a.snapshots.size(); ++i) {
+      if (a.snapshots[i].extra.size() < 16) {
+        ++a.counts.corruptions;
+        a.incomplete_snapshots.push_back(i);
+        log(std::string(options.repair_snapshots ? "Repairing" : "ERROR") + " snapshot table entry " +
+            std::to_string(i) + " is incomplete");
+      }
+    }
+  }
   for (uint32_t i = 0; i < a.snapshots.size(); ++i) {
     const Snapshot& s = a.snapshots[i];
     std::string who = "snapshot " + escape_for_display(s.id) + " (" + escape_for_display(s.name) + ")";

@@ -122,6 +122,14 @@ struct CheckAnalysis {
   uint64_t file_size = 0;
   std::vector<Snapshot> snapshots;
   uint64_t snapshot_table_bytes = 0;
+  // With CheckOptions::repair_snapshots, what reading the snapshot table had
+  // to change (as QEMU's check -r all reads it): `header.nb_snapshots` is then
+  // the count kept, `stored_nb_snapshots` the header's.
+  SnapshotRepairs snapshot_repairs;
+  uint32_t stored_nb_snapshots = 0;
+  // Version 3 entries with less than the 16 bytes of extra data the spec
+  // asks for: a corruption each; repair rewrites the table.
+  std::vector<uint32_t> incomplete_snapshots;
   CheckCounts counts;
 
   RefcountArray computed;        // references found, per host cluster
@@ -185,6 +193,10 @@ struct CheckOptions {
   // judges COPIED against the repaired refcounts and prints only its
   // "Repairing OFLAG_COPIED" lines, which the repair prints here too.
   bool quiet_copied = false;
+  // Reads the snapshot table as qemu-img check -r all does: entries past
+  // QEMU's limits dropped, extra data cut (CheckAnalysis::snapshot_repairs),
+  // where a check alone fails.
+  bool repair_snapshots = false;
 };
 
 // Analyses the image in `file` (read-only). Fails (check could not complete)

@@ -89,6 +89,7 @@ class Repairer {
   // Step 3: COPIED and refcount values. Returns whether anything was written.
   Result<bool> fix_refcounts_and_copied(CheckAnalysis& a);
   Status set_refcounts(CheckAnalysis& a, const std::vector<std::pair<uint64_t, uint64_t>>& to);
+  Status write_snapshot_count(CheckAnalysis& a);
   Status delete_snapshots(CheckAnalysis& a);
   Status unshare(CheckAnalysis& a);
   // Rewrites the COPIED flag of active L1/L2 entries to match `target`:
@@ -104,6 +105,9 @@ class Repairer {
   // Clusters leaked when the repair began: the only leaks counted as fixed
   // after a rebuild (whose old structures become leaks of its own making).
   std::set<uint64_t> first_leaks_;
+  // Clusters of a snapshot table the repair replaced: their leaks are freed
+  // without a line, as QEMU frees the old table when it writes a new one.
+  std::set<uint64_t> quiet_leaks_;
   bool rebuilt_ = false;
   bool pending_rebuild_fixed_ = false;
   uint64_t corruptions_before_rebuild_ = 0;
@@ -289,9 +293,11 @@ Result<bool> Repairer::fix_refcounts_and_copied(CheckAnalysis& a) {
   if (!raises.empty()) QD_TRY(set_refcounts(a, raises));
   summary_.corruptions_fixed += raises.size();
   for (const auto& [c, v] : lowers) {
+    if (quiet_leaks_.count(c)) continue;
     if (!rebuilt_ || first_leaks_.count(c)) ++summary_.leaks_fixed;
   }
   for (const auto& [c, v] : lowers) {
+    if (quiet_leaks_.count(c)) continue;
     log("Repairing cluster " + std::to_string(c) + " refcount=" +
         std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
   }
@@ -304,6 +310,42 @@ Result<bool> Repairer::fix_refcounts_and_copied(CheckAnalysis& a) {
   return wrote;
 }
 
+// Writes the snapshot count the analysis kept (entries past QEMU's limits
+// dropped off the end, as qemu-img check -r all does before anything else):
+// their clusters become leaks for the next round.
+Status Repairer::write_snapshot_count(CheckAnalysis& a) {
+  QD_TRY(begin_write(a));
+  uint8_t count[4];
+  store_be32(count, a.header.nb_snapshots);
+  QD_TRY(file_.pwrite(kOffNbSnapshots, count));
+  summary_.corruptions_fixed += a.snapshot_repairs.discarded;
+  return file_.flush();
+}
+
+// A snapshot table entry as QEMU's qcow2_write_snapshots writes every entry:
+// at least the 24 bytes of known extra data (the VM state size, the disk size,
+// the icount; defaults where the entry had none), then the unknown rest.
+Snapshot qemu_written_entry(const Snapshot& s, uint64_t image_size) {
+  Snapshot out = s;
+  const size_t had = s.extra.size();
+  const uint64_t vm_state = had >= 8 ? s.vm_state_size_large : s.vm_state_size;
+  const uint64_t disk = had >= 16 ? s.disk_size : image_size;
+  const uint64_t icount = had >= 24 ? s.icount : UINT64_MAX;
+  out.extra.assign(std::max<size_t>(had, 24), 0);
+  store_be64(out.extra.data(), vm_state);
+  store_be64(out.extra.data() + 8, disk);
+  store_be64(out.extra.data() + 16, icount);
+  if (had > 24) std::copy(s.extra.begin() + 24, s.extra.end(), out.extra.begin() + 24);
+  out.vm_state_size = vm_state <= 0xffffffffu ? static_cast<uint32_t>(vm_state) : 0;
+  out.vm_state_size_large = vm_state;
+  out.disk_size = disk;
+  out.icount = icount;
+  return out;
+}
+
+// A new snapshot table: without the damaged entries (deleted), every entry as
+// QEMU writes it (which mends the incomplete ones and keeps extra data cut to
+// QEMU's limit).
 Status Repairer::delete_snapshots(CheckAnalysis& a) {
   QD_TRY(begin_write(a));
   std::vector<Snapshot> keep;
@@ -311,10 +353,19 @@ Status Repairer::delete_snapshots(CheckAnalysis& a) {
     auto bad = std::find_if(a.bad_snapshots.begin(), a.bad_snapshots.end(),
                             [&](const SnapshotFault& f) { return f.index == i; });
     if (bad == a.bad_snapshots.end()) {
-      keep.push_back(a.snapshots[i]);
+      keep.push_back(qemu_written_entry(a.snapshots[i], a.header.size));
     } else {
       log("Deleting " + bad->message);
       ++summary_.corruptions_fixed;
+    }
+  }
+  summary_.corruptions_fixed += a.snapshot_repairs.truncated.size() + a.incomplete_snapshots.size();
+  // The old table's clusters become leaks, freed without a line.
+  if (a.header.snapshots_offset != 0) {
+    const uint64_t cs = a.g.cluster_size;
+    for (uint64_t c = a.header.snapshots_offset / cs;
+         c * cs < a.header.snapshots_offset + a.snapshot_table_bytes; ++c) {
+      quiet_leaks_.insert(c);
     }
   }
   uint8_t hdr[12];
@@ -378,6 +429,7 @@ Status Repairer::unshare(CheckAnalysis& a) {
 
 Result<RepairSummary> Repairer::run() {
   CheckOptions quiet;
+  quiet.repair_snapshots = o_.mode == RepairMode::kAll;
   bool rebuilt_last_round = false;
   for (int round = 0; round < kMaxRounds; ++round) {
     QD_ASSIGN_OR_RETURN(CheckAnalysis a, analyse_image(file_, quiet));
@@ -403,6 +455,10 @@ Result<RepairSummary> Repairer::run() {
       return corruption("the rebuilt refcount structures are still broken");
     }
     rebuilt_last_round = false;
+    if (all && a.snapshot_repairs.discarded != 0) {
+      QD_TRY(write_snapshot_count(a));
+      continue;
+    }
     // (Damaged snapshot entries are not walked: no fix comes from them.)
     if (all && !a.entry_fixes.empty()) {
       QD_TRY(apply_entry_fixes(a));
@@ -428,13 +484,15 @@ Result<RepairSummary> Repairer::run() {
       std::optional<uint64_t> stored = a.stored_refcount(file_, c);
       return stored && *stored < a.computed.get(c);
     });
-    if (all && !a.bad_snapshots.empty() && !raises_needed) {
+    const bool new_table = all && (!a.bad_snapshots.empty() || !a.snapshot_repairs.truncated.empty() ||
+                                   !a.incomplete_snapshots.empty());
+    if (new_table && !raises_needed) {
       QD_TRY(delete_snapshots(a));
       continue;
     }
     QD_ASSIGN_OR_RETURN(bool wrote, fix_refcounts_and_copied(a));
     if (wrote) continue;
-    if (all && !a.bad_snapshots.empty()) {
+    if (new_table) {
       QD_TRY(delete_snapshots(a));
       continue;
     }

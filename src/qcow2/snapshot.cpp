@@ -1,5 +1,7 @@
 #include "qcow2/snapshot.h"
 
+#include <algorithm>
+
 #include "qcow2/format.h"
 #include "util/endian.h"
 #include "util/size.h"
@@ -7,21 +9,28 @@
 namespace qdedup::qcow2 {
 
 Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& h,
-                                                  uint64_t file_size) {
+                                                  uint64_t file_size, SnapshotRepairs* repair) {
   SnapshotTable out;
   if (h.nb_snapshots == 0) return out;
-  // The table's size is only known by walking it; read at most what QEMU
-  // allows, and no more than the file holds.
-  uint64_t limit = std::min<uint64_t>(kMaxSnapshotsTableBytes, file_size - h.snapshots_offset);
-  uint64_t off = 0;
+  // As QEMU's qcow2_do_read_snapshots, with QEMU's limits on the table's size
+  // (64 MiB, counting each entry's extra data as kept) and on its span
+  // (INT_MAX). An entry that runs past the end of the file is an error, except
+  // in repair, which reads zeros there as QEMU does.
+  auto in_file = [&](uint32_t i, uint64_t at, uint64_t n) -> Status {
+    if (repair != nullptr || table_in_file(h.snapshots_offset + at, n, file_size)) return Status::ok();
+    return corruption("snapshot table entry " + std::to_string(i) + " lies beyond the end of the file");
+  };
+  uint64_t off = 0;           // from the table's start, as read
+  uint64_t table_length = 0;  // as kept
   std::vector<uint8_t> fixed(kSnapshotHeaderBytes);
   out.snapshots.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
   for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
-    auto where = [&](const std::string& what) {
-      return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
-    };
-    if (off + kSnapshotHeaderBytes > limit) return where("lies beyond the end of the table");
-    QD_TRY(file.read_exact(h.snapshots_offset + off, fixed, "snapshot table"));
+    const uint64_t entry_start = off;
+    table_length = (table_length + 7) / 8 * 8;
+    off = (off + 7) / 8 * 8;
+    QD_TRY(in_file(i, off, fixed.size()));
+    QD_TRY(file.read_or_zero(h.snapshots_offset + off, fixed));
+    off += kSnapshotHeaderBytes;
     Snapshot s;
     const uint8_t* p = fixed.data();
     s.l1_table_offset = load_be64(p);
@@ -32,27 +41,48 @@ Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& 
     s.date_nsec = load_be32(p + 20);
     s.vm_clock_nsec = load_be64(p + 24);
     s.vm_state_size = load_be32(p + 32);
-    uint32_t extra_len = load_be32(p + 36);
-    if (extra_len > kMaxSnapshotExtraData) return where("too much extra data");
-    uint64_t var = uint64_t{extra_len} + id_len + name_len;
+    const uint32_t extra_len = load_be32(p + 36);
+    uint32_t kept_extra = extra_len;
+    if (extra_len > kMaxSnapshotExtraData) {
+      if (repair == nullptr) {
+        return corruption("Too much extra metadata in snapshot table entry " + std::to_string(i) +
+                          " (qdedup check -r all removes it)");
+      }
+      repair->truncated.push_back({i, extra_len});
+      kept_extra = kMaxSnapshotExtraData;
+    }
+    // (The padding of the last entry need not be in the file: QEMU omits it.)
+    QD_TRY(in_file(i, off, uint64_t{extra_len} + id_len + name_len));
+    s.extra.resize(kept_extra);
+    QD_TRY(file.read_or_zero(h.snapshots_offset + off, s.extra));
+    off += extra_len;
+    if (kept_extra >= 8) s.vm_state_size_large = load_be64(s.extra.data());
+    if (kept_extra >= 16) s.disk_size = load_be64(s.extra.data() + 8);
+    if (kept_extra >= 24) s.icount = load_be64(s.extra.data() + 16);
+    std::vector<uint8_t> names(uint64_t{id_len} + name_len);
+    QD_TRY(file.read_or_zero(h.snapshots_offset + off, names));
+    off += names.size();
+    // C strings to QEMU: each ends at its first NUL byte.
+    auto c_string = [](auto from, auto to) { return std::string(from, std::find(from, to, uint8_t{0})); };
+    s.id = c_string(names.begin(), names.begin() + id_len);
+    s.name = c_string(names.begin() + id_len, names.end());
     uint64_t entry = 0;
-    (void)align_up(kSnapshotHeaderBytes + var, 8, &entry);
-    // The padding of the last entry need not be in the file (QEMU omits it).
-    if (off + kSnapshotHeaderBytes + var > limit) return where("lies beyond the end of the table");
-    std::vector<uint8_t> rest(var);
-    QD_TRY(file.read_exact(h.snapshots_offset + off + kSnapshotHeaderBytes, rest,
-                           "snapshot table"));
-    s.extra.assign(rest.begin(), rest.begin() + extra_len);
-    if (extra_len >= 8) s.vm_state_size_large = load_be64(s.extra.data());
-    if (extra_len >= 16) s.disk_size = load_be64(s.extra.data() + 8);
-    if (extra_len >= 24) s.icount = load_be64(s.extra.data() + 16);
-    s.id.assign(rest.begin() + extra_len, rest.begin() + extra_len + id_len);
-    s.name.assign(rest.begin() + extra_len + id_len, rest.end());
+    (void)align_up(kSnapshotHeaderBytes + uint64_t{extra_len} + id_len + name_len, 8, &entry);
     s.entry_bytes = entry;
-    out.bytes = off + kSnapshotHeaderBytes + var;
-    off += entry;
+    table_length += kSnapshotHeaderBytes + kept_extra + id_len + name_len;
+    if (table_length > kMaxSnapshotsTableBytes || off > uint64_t{INT32_MAX}) {
+      const uint32_t overhanging = h.nb_snapshots - i;
+      if (repair == nullptr) {
+        return corruption("Snapshot table is too big (qdedup check -r all removes its last " +
+                          std::to_string(overhanging) + " snapshots)");
+      }
+      repair->discarded += overhanging;
+      off = entry_start;
+      break;
+    }
     out.snapshots.push_back(std::move(s));
   }
+  out.bytes = off;
   return out;
 }
 
@@ -72,7 +102,6 @@ Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& 
     auto where = [&](const std::string& what) {
       return corruption("snapshot table entry " + std::to_string(i) + ": " + what);
     };
-    if (h.version >= 3 && s.extra.size() < 16) return where("version 3 needs 16 bytes of extra data");
     SnapshotL1Faults l1 = snapshot_l1_faults(s, h.cluster_size(), file_size);
     if (l1.too_large) return where("L1 table is too large");
     if (l1.unaligned) return where("L1 table is not cluster aligned");

@@ -35,11 +35,28 @@ struct SnapshotTable {
   uint64_t bytes = 0;  // from the table's start to the end of its last entry
 };
 
-// Reads the entries of the snapshot table of `h` (bounded by QEMU's limits
-// and by `file_size` before anything is allocated). Fails only when the
-// table's framing is broken; the entries' L1 fields are not checked.
+// What reading a snapshot table QEMU's limits reject changes, as QEMU's
+// qcow2_do_read_snapshots does in check -r all: the entries past the 64 MiB
+// table limit dropped, extra data over 1024 bytes cut there.
+struct SnapshotRepairs {
+  uint32_t discarded = 0;  // entries dropped off the end
+  struct Truncated {
+    uint32_t index = 0;
+    uint32_t extra_bytes = 0;  // as stored
+  };
+  std::vector<Truncated> truncated;
+};
+
+// Reads the entries of the snapshot table of `h` as QEMU reads them (bytes
+// past the end of the file read as zeros; the work is bounded by QEMU's
+// limits on the table). Fails where QEMU fails (too much extra data in an
+// entry, a table over 64 MiB), unless `repair` is given: it then says what
+// was dropped. The entries' L1 fields are not checked. `bytes` is what QEMU
+// takes as the table's size (from its start to the end of the last entry as
+// stored).
 Result<SnapshotTable> read_snapshot_table_entries(io::File& file, const Header& h,
-                                                  uint64_t file_size);
+                                                  uint64_t file_size,
+                                                  SnapshotRepairs* repair = nullptr);
 
 // Encodes a snapshot table (entries padded to 8 bytes, as QEMU writes it).
 std::vector<uint8_t> encode_snapshot_table(const std::vector<Snapshot>& snapshots);
@@ -57,7 +74,9 @@ struct SnapshotL1Faults {
 SnapshotL1Faults snapshot_l1_faults(const Snapshot& s, uint64_t cluster_size, uint64_t file_end);
 
 // Reads and validates the snapshot table of `h`: the entries, and each L1
-// table's size, alignment and place in the file.
+// table's size, alignment and place in the file. (A version 3 entry with
+// less than the 16 bytes of extra data the spec asks for is read, as QEMU
+// reads it; check reports it.)
 Result<std::vector<Snapshot>> read_snapshot_table(io::File& file, const Header& h,
                                                   uint64_t file_size);
 
