@@ -179,7 +179,7 @@ class RequestProgress {
     RequestProgress p;
     if (!enabled) return p;
     for (uint64_t at = 0; at < src.size();) {
-      QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at, ro.above_base));
+      QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at, ro.above_base, ro.backing_end));
       uint64_t end = std::min(std::max(e.end, at + 1), src.size());
       bool backing = e.backing;
       if (e.zero && ro.above_base) {

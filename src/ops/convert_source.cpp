@@ -42,19 +42,26 @@ Result<SourceExtent> raw_extent(qcow2::RawDevice& raw, uint64_t offset) {
 }
 
 // Above the base (convert -B), as QEMU's qcow2 block status and
-// bdrv_co_block_status answer one query of qemu-img convert: a run of
-// unallocated clusters ends at the end of its L2 table (or of the query), and
-// is left to the backing file when it starts within the backing file's
-// length, past its end too (past it, a zero run). The reader asks where the
-// last extent ended, as qemu-img asks.
+// bdrv_co_common_block_status_above answer one query of qemu-img convert: per
+// subcluster with extended L2 entries (allocated: data; zero bit: zeros;
+// neither: left to the backing file); a run of unallocated (sub)clusters ends
+// at the end of its L2 table (or of the query), and is left to the backing
+// file when it starts within the backing file's length, past its end too
+// (past it, a zero run). The reader asks where the last extent ended, as
+// qemu-img asks.
 Result<SourceExtent> image_extent_above_base(qcow2::Image& img, uint64_t offset) {
   const qcow2::Geometry& g = img.geometry();
   const uint64_t size = img.virtual_size();
   qcow2::BlockDevice* backing = img.backing();
   const uint64_t backing_size = backing ? backing->virtual_size() : 0;
+  const uint64_t sub = g.extended_l2 ? g.cluster_size / 32 : g.cluster_size;
   auto kind_at = [&](uint64_t at) -> Result<ClusterKind> {
     QD_ASSIGN_OR_RETURN(qcow2::L2Entry e, img.l2_entry(at >> g.cluster_bits));
-    return kind_of(e, g);
+    if (!g.extended_l2 || e.compressed()) return kind_of(e, g);
+    const unsigned i = static_cast<unsigned>((at & (g.cluster_size - 1)) / sub);
+    if ((e.bitmap >> (32 + i)) & 1) return ClusterKind::kZero;
+    if (e.host_offset() != 0 && ((e.bitmap >> i) & 1)) return ClusterKind::kData;
+    return ClusterKind::kBacking;
   };
   QD_ASSIGN_OR_RETURN(ClusterKind kind, kind_at(offset));
   uint64_t limit = std::min(size, offset + kMaxExtentBytes);
@@ -66,11 +73,11 @@ Result<SourceExtent> image_extent_above_base(qcow2::Image& img, uint64_t offset)
     const uint64_t table_end = (offset / g.bytes_per_l2() + 1) * g.bytes_per_l2();
     limit = std::min({size, request_end, table_end});
   }
-  uint64_t end = std::min(size, ((offset >> g.cluster_bits) + 1) << g.cluster_bits);
+  uint64_t end = std::min(size, (offset / sub + 1) * sub);
   while (end < limit) {
     QD_ASSIGN_OR_RETURN(ClusterKind next, kind_at(end));
     if (next != kind) break;
-    end = std::min(size, end + g.cluster_size);
+    end = std::min(size, end + sub);
   }
   end = std::min(end, limit);
   if (kind == ClusterKind::kBacking) {
@@ -177,15 +184,24 @@ Status SourceSet::read(uint64_t offset, std::span<uint8_t> buf) {
   return Status::ok();
 }
 
-Result<SourceExtent> SourceSet::extent_at(uint64_t offset, bool above_base) {
+Result<SourceExtent> SourceSet::extent_at(uint64_t offset, bool above_base, uint64_t cut) {
   size_t i = source_of(offset);
   uint64_t in = offset - starts_[i];
   Result<SourceExtent> e = device_extent(*devs_[i], in, above_base);
   if (!e) return e.status().with_prefix(devs_[i]->name());
   // A wrong answer must not stall the reader: at least one byte, data if unsure.
   if (e->end <= in) return SourceExtent{offset + 1, false};
-  return SourceExtent{starts_[i] + std::min(e->end, devs_[i]->virtual_size()), e->zero,
-                      e->backing};
+  uint64_t end = std::min(e->end, devs_[i]->virtual_size());
+  if (above_base && in < cut && end > cut) {
+    // qemu-img convert cuts its query there, then rounds the answer down to
+    // whole clusters of the source (unless nothing would be left): the rest
+    // is asked again.
+    end = cut;
+    auto* img = dynamic_cast<qcow2::Image*>(devs_[i].get());
+    const uint64_t align = img ? img->geometry().cluster_size : 512;
+    if (end / align * align > in) end = end / align * align;
+  }
+  return SourceExtent{starts_[i] + end, e->zero, e->backing};
 }
 
 // ---- SourceReader ----
@@ -288,7 +304,7 @@ Status SourceReader::mark_holes(SourceBatch& b) {
   const uint64_t end = b.offset + b.bytes;
   for (uint64_t pos = b.offset; pos < end;) {
     if (!have_extent_ || pos < extent_start_ || pos >= extent_.end) {
-      QD_ASSIGN_OR_RETURN(extent_, src_.extent_at(pos, o_.above_base));
+      QD_ASSIGN_OR_RETURN(extent_, src_.extent_at(pos, o_.above_base, o_.backing_end));
       extent_start_ = pos;
       have_extent_ = true;
     }

@@ -62,7 +62,10 @@ class SourceSet {
   // Reads guest bytes [offset, offset + buf.size()); errors name the source.
   Status read(uint64_t offset, std::span<uint8_t> buf);
   // device_extent() of the concatenation; the extent ends at a source's end.
-  Result<SourceExtent> extent_at(uint64_t offset, bool above_base = false);
+  // Above the base, an extent that starts before `cut` (the end of the
+  // target's backing file) ends there at the latest, as qemu-img's queries do.
+  Result<SourceExtent> extent_at(uint64_t offset, bool above_base = false,
+                                 uint64_t cut = UINT64_MAX);
 
  private:
   size_t source_of(uint64_t offset) const;

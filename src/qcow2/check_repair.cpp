@@ -105,9 +105,14 @@ class Repairer {
   // Clusters leaked when the repair began: the only leaks counted as fixed
   // after a rebuild (whose old structures become leaks of its own making).
   std::set<uint64_t> first_leaks_;
-  // Clusters of a snapshot table the repair replaced: their leaks are freed
-  // without a line, as QEMU frees the old table when it writes a new one.
-  std::set<uint64_t> quiet_leaks_;
+  // Cluster ranges [first, end) of snapshot tables the repair replaced: their
+  // leaks are freed without a line, as QEMU frees the old table when it
+  // writes a new one.
+  std::vector<std::pair<uint64_t, uint64_t>> quiet_leaks_;
+  bool quiet_leak(uint64_t c) const {
+    return std::any_of(quiet_leaks_.begin(), quiet_leaks_.end(),
+                       [&](const auto& r) { return c >= r.first && c < r.second; });
+  }
   bool rebuilt_ = false;
   bool pending_rebuild_fixed_ = false;
   uint64_t corruptions_before_rebuild_ = 0;
@@ -293,11 +298,11 @@ Result<bool> Repairer::fix_refcounts_and_copied(CheckAnalysis& a) {
   if (!raises.empty()) QD_TRY(set_refcounts(a, raises));
   summary_.corruptions_fixed += raises.size();
   for (const auto& [c, v] : lowers) {
-    if (quiet_leaks_.count(c)) continue;
+    if (quiet_leak(c)) continue;
     if (!rebuilt_ || first_leaks_.count(c)) ++summary_.leaks_fixed;
   }
   for (const auto& [c, v] : lowers) {
-    if (quiet_leaks_.count(c)) continue;
+    if (quiet_leak(c)) continue;
     log("Repairing cluster " + std::to_string(c) + " refcount=" +
         std::to_string(*a.stored_refcount(file_, c)) + " reference=" + std::to_string(v));
   }
@@ -359,14 +364,23 @@ Status Repairer::delete_snapshots(CheckAnalysis& a) {
       ++summary_.corruptions_fixed;
     }
   }
+  // As qcow2_write_snapshots: a table over QEMU's limit is not written (the
+  // entries grow to 24 bytes of extra data at least).
+  uint64_t size = 0;
+  for (const Snapshot& s : keep) {
+    size = (size + 7) / 8 * 8 + kSnapshotHeaderBytes + s.extra.size() + s.id.size() + s.name.size();
+  }
+  if (size > kMaxSnapshotsTableBytes) {
+    log("ERROR failed to update snapshot table: File too large");
+    return corruption("the repaired snapshot table would be " + std::to_string(size) +
+                      " bytes, over the limit of " + std::to_string(kMaxSnapshotsTableBytes));
+  }
   summary_.corruptions_fixed += a.snapshot_repairs.truncated.size() + a.incomplete_snapshots.size();
   // The old table's clusters become leaks, freed without a line.
   if (a.header.snapshots_offset != 0) {
     const uint64_t cs = a.g.cluster_size;
-    for (uint64_t c = a.header.snapshots_offset / cs;
-         c * cs < a.header.snapshots_offset + a.snapshot_table_bytes; ++c) {
-      quiet_leaks_.insert(c);
-    }
+    quiet_leaks_.emplace_back(a.header.snapshots_offset / cs,
+                              (a.header.snapshots_offset + a.snapshot_table_bytes + cs - 1) / cs);
   }
   uint8_t hdr[12];
   if (keep.empty()) {
