@@ -180,16 +180,8 @@ class RequestProgress {
     if (!enabled) return p;
     for (uint64_t at = 0; at < src.size();) {
       QD_ASSIGN_OR_RETURN(SourceExtent e, src.extent_at(at, ro.above_base, ro.backing_end));
-      uint64_t end = std::min(std::max(e.end, at + 1), src.size());
-      bool backing = e.backing;
-      if (e.zero && ro.above_base) {
-        if (at >= ro.backing_end) {
-          backing = true;
-        } else {
-          end = std::min(end, ro.backing_end);
-        }
-      }
-      if (!backing && (!e.zero || everything)) {
+      const uint64_t end = std::min(std::max(e.end, at + 1), src.size());
+      if (!e.backing && (!e.zero || everything)) {
         for (uint64_t r = at; r < end; r += kRequestBytes) p.starts_.push_back(r);
         p.total_ += end - at;
         p.ends_.push_back(end);

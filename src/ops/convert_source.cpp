@@ -201,6 +201,8 @@ Result<SourceExtent> SourceSet::extent_at(uint64_t offset, bool above_base, uint
     const uint64_t align = img ? img->geometry().cluster_size : 512;
     if (end / align * align > in) end = end / align * align;
   }
+  // Past the end of the target's backing file, zeros are left unwritten.
+  if (above_base && e->zero && offset >= cut) return SourceExtent{starts_[i] + end, false, true};
   return SourceExtent{starts_[i] + end, e->zero, e->backing};
 }
 
@@ -308,16 +310,8 @@ Status SourceReader::mark_holes(SourceBatch& b) {
       extent_start_ = pos;
       have_extent_ = true;
     }
-    uint64_t stop = std::min(extent_.end, end);
-    bool backing = extent_.backing;
-    if (extent_.zero && o_.above_base) {
-      // Past the end of the target's backing file, zeros are left unwritten.
-      if (pos >= o_.backing_end) {
-        backing = true;
-      } else {
-        stop = std::min(stop, o_.backing_end);
-      }
-    }
+    const uint64_t stop = std::min(extent_.end, end);
+    const bool backing = extent_.backing;
     const uint8_t touch = backing ? kTouchBacking : extent_.zero ? kTouchZero : kTouchData;
     const size_t first = static_cast<size_t>((pos - b.offset) / o_.unit);
     const size_t last = static_cast<size_t>((stop - 1 - b.offset) / o_.unit);

@@ -63,7 +63,9 @@ class SourceSet {
   Status read(uint64_t offset, std::span<uint8_t> buf);
   // device_extent() of the concatenation; the extent ends at a source's end.
   // Above the base, an extent that starts before `cut` (the end of the
-  // target's backing file) ends there at the latest, as qemu-img's queries do.
+  // target's backing file) ends there at the latest, as qemu-img's queries
+  // do, and zeros from `cut` on are left to the backing file (where it reads
+  // zeros).
   Result<SourceExtent> extent_at(uint64_t offset, bool above_base = false,
                                  uint64_t cut = UINT64_MAX);
 
