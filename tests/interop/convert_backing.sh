@@ -16,21 +16,6 @@
 # format, an empty name, a backing file that does not open (no target is left behind).
 source "${QDEDUP_TESTS:?set QDEDUP_TESTS to the tests directory}/lib/interop.bash" || exit 1
 
-# The allocation map of $1: (present, zero, data, depth) runs, host offsets left out.
-alloc_map() {
-  qemu-img map --output=json "$1" | python3 -c '
-import json, sys
-runs = []
-for e in json.load(sys.stdin):
-    k = (e["present"], e["zero"], e["data"], e["depth"])
-    if runs and runs[-1][0] == k and runs[-1][1] + runs[-1][2] == e["start"]:
-        runs[-1][2] += e["length"]
-    else:
-        runs.append([k, e["start"], e["length"]])
-for k, start, length in runs:
-    print(start, length, *k)'
-}
-
 # same_as_qemu WHAT BYTES SOURCE ARGS...: runs `convert ARGS SOURCE TARGET` with both
 # tools and compares the targets. BYTES: "bytes" when the files must be identical,
 # "nomap" when only the data is compared (extended L2 targets: qemu-img leaves the

@@ -9,11 +9,6 @@
 # several sources, a key -l does not take.
 source "${QDEDUP_TESTS:?set QDEDUP_TESTS to the tests directory}/lib/interop.bash" || exit 1
 
-# The allocation map of $1: (present, zero, data) runs, host offsets left out.
-alloc_map() {
-  qemu-img map --output=json "$1" | jq -c '.[] | [.start, .length, .present, .zero, .data]'
-}
-
 # 4 KiB clusters: an L2 table covers 2 MiB, so the L1 table grows with the resize.
 # Snapshot 1 "sn1": data A. Snapshot 2 "1" (a name that is also the first id): data B,
 # a discard, a zero cluster. Snapshot 3 "sn3": taken after a resize to 12 MiB. Then the

@@ -17,21 +17,6 @@ qemu-img create -q -f raw src.raw 4M
 qemu-io -f raw -c "write -P 1 0 1k" -c "write -P 2 8k 1k" -c "write -P 0 12k 20k" \
   -c "write -P 3 33k 1k" -c "write -P 4 1M 100k" src.raw >/dev/null
 
-# The allocation map of $1: (present, zero, data) runs, host offsets left out.
-alloc_map() {
-  qemu-img map --output=json "$1" | python3 -c '
-import json, sys
-runs = []
-for e in json.load(sys.stdin):
-    k = (e["present"], e["zero"], e["data"])
-    if runs and runs[-1][0] == k and runs[-1][1] + runs[-1][2] == e["start"]:
-        runs[-1][2] += e["length"]
-    else:
-        runs.append([k, e["start"], e["length"]])
-for k, start, length in runs:
-    print(start, length, *k)'
-}
-
 for src in src.qcow2 src.raw; do
   for cs in 512 1k 4k 64k; do
     for n in 4k 8k 64k 1M; do

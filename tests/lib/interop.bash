@@ -217,6 +217,22 @@ expect_data_is() {
   fi
 }
 
+# alloc_map IMG: the allocation map of IMG as qemu-img map reports it, host offsets left
+# out and runs of the same kind merged: one "START LENGTH PRESENT ZERO DATA DEPTH" a line.
+alloc_map() {
+  qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+runs = []
+for e in json.load(sys.stdin):
+    k = (e["present"], e["zero"], e["data"], e["depth"])
+    if runs and runs[-1][0] == k and runs[-1][1] + runs[-1][2] == e["start"]:
+        runs[-1][2] += e["length"]
+    else:
+        runs.append([k, e["start"], e["length"]])
+for k, start, length in runs:
+    print(start, length, *k)'
+}
+
 model_new() {
   rm -f "$1"
   truncate -s "$2" "$1"
