@@ -207,5 +207,7 @@ refuse "-o backing_file without backing_fmt" "Use of backing file requires expli
 refuse "-B ''" "expected backing file name" -O qcow2 -B "" -F qcow2 top.qcow2 x.qcow2
 refuse "-B missing.qcow2" "missing.qcow2" -O qcow2 -B missing.qcow2 -F qcow2 top.qcow2 x.qcow2
 refuse "-F without a backing file" "backing format" -O qcow2 -F qcow2 top.qcow2 x.qcow2
+refuse "-B naming the target" "the target cannot be its own backing file" \
+  -O qcow2 -B x.qcow2 -F qcow2 top.qcow2 x.qcow2
 
 finish
